@@ -1,0 +1,89 @@
+"""common.py - what every pytransformer benchmark shares: machine facts, side-by-side timing, medians.
+
+Machines here are shared and noisy, so engines are timed alternately inside one process, each
+repetition running every engine once, and the medians and their ratios are what we report.
+"""
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import pytransformer
+from pytransformer import _kernels as K
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(threads):
+    info = pytransformer.cpu_info()
+    return (f"{cpu_model()}, {os.cpu_count()} cores, ISA path {info['isa']}, {threads} thread(s), "
+            f"numpy {np.__version__}, pytransformer {pytransformer.__version__}, "
+            f"{datetime.date.today().isoformat()}")
+
+
+def alternate(fns, reps, min_time=0.0):
+    """Time each callable in fns (dict name -> fn) `reps` times, interleaved; returns name -> median seconds.
+
+    Each sample repeats the call until it lasts at least min_time, to get above timer noise."""
+    samples = {name: [] for name in fns}
+    inner = {}
+    for name, fn in fns.items():           # warm up and pick the inner repeat count
+        fn()
+        t0 = time.perf_counter(); fn(); dt = time.perf_counter() - t0
+        inner[name] = max(1, int(min_time / dt) if dt > 0 else 1)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            n = inner[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def read_bandwidth(threads, mib=1024, reps=7):
+    """Sustained read bandwidth in GB/s over a buffer far larger than the caches (median of reps)."""
+    buf = np.ones(mib * 1024 * 1024 // 4, dtype=np.float32)
+    K.probe_read_bandwidth(buf, threads)  # fault the pages in
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        K.probe_read_bandwidth(buf, threads)
+        times.append(time.perf_counter() - t0)
+    return buf.nbytes / statistics.median(times) / 1e9
+
+
+def fma_peak(threads, seconds=0.3):
+    """Measured single-precision FMA throughput in GFLOP/s on `threads` threads (AVX2 path), or None."""
+    if not K.avx2_available():
+        return None
+    iters = 1_000_000
+    t0 = time.perf_counter(); K.probe_fma(iters, threads); dt = time.perf_counter() - t0
+    iters = max(iters, int(iters * seconds / max(dt, 1e-9)))
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        flops = K.probe_fma(iters, threads)
+        best = max(best, flops / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def torch_or_none(threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch

@@ -1,0 +1,89 @@
+"""kernel_report.py - GEMM figures of the kernel issue, side by side with numpy (and torch), as a markdown table.
+
+    python benchmarks/kernel_report.py [--threads 2] [--reps 15]
+
+Reports GFLOP/s for 1024^3 and the decode shapes, the measured FMA peak and read bandwidth of
+this machine in the same run, and the ratios the targets are stated in.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+import pytransformer
+from pytransformer import _kernels as K
+
+from common import alternate, fma_peak, machine_line, read_bandwidth, torch_or_none
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=15)
+    args = ap.parse_args(argv)
+    nt = args.threads
+    pytransformer.set_num_threads(nt)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(nt)
+    except ImportError:
+        import os
+        if os.environ.get("OPENBLAS_NUM_THREADS") not in (None, str(nt)):
+            print(f"warning: numpy's BLAS threads not limited to {nt}", file=sys.stderr)
+    torch = torch_or_none(nt)
+    rng = np.random.default_rng(0)
+
+    peak = fma_peak(nt)
+    bw = read_bandwidth(nt)
+    print(f"Machine: {machine_line(nt)}")
+    print(f"Measured FMA peak: {peak:.1f} GFLOP/s; sustained read bandwidth: {bw:.1f} GB/s\n" if peak
+          else f"Sustained read bandwidth: {bw:.1f} GB/s\n")
+
+    rows = []
+    # ---- square GEMM: C = A B, weights packed once (as a model uses them) and ops.matmul packing per call
+    a = rng.standard_normal((1024, 1024), dtype=np.float32)
+    b = rng.standard_normal((1024, 1024), dtype=np.float32)
+    bp = K.pack(b)
+    out = np.empty((1024, 1024), np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(K.gemm(a, bp) - want).max() < 1e-3 * np.abs(want).max()
+    fns = {"pytransformer (packed B)": lambda: K.gemm(a, bp, out=out),
+           "pytransformer ops.matmul": lambda: pytransformer.ops.matmul(a, b),
+           "numpy": lambda: np.matmul(a, b, out=out)}
+    if torch is not None:
+        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.empty(1024, 1024)
+        fns["torch"] = lambda: torch.matmul(ta, tb, out=tout)
+    t = alternate(fns, args.reps, min_time=0.05)
+    flops = 2 * 1024 ** 3
+    rows.append(("1024 x 1024 x 1024", {k: flops / v / 1e9 for k, v in t.items()}, None))
+
+    # ---- decode shapes: y = x W^T with W (N, K) as a Linear stores it
+    for m, n, k in [(1, 2048, 512), (16, 2048, 512), (1, 58101, 512)]:
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        w = rng.standard_normal((n, k), dtype=np.float32)
+        wp = K.pack(w, transpose=True)
+        y = np.empty((m, n), np.float32)
+        ref = x.astype(np.float64) @ w.T.astype(np.float64)
+        assert np.abs(K.gemm(x, wp) - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
+        fns = {"pytransformer (packed B)": lambda: K.gemm(x, wp, out=y),
+               "numpy": lambda: np.matmul(x, w.T, out=y)}
+        if torch is not None:
+            tx, tw, ty = torch.from_numpy(x), torch.from_numpy(w), torch.empty(m, n)
+            fns["torch"] = lambda: torch.matmul(tx, tw.T, out=ty)
+        t = alternate(fns, args.reps, min_time=0.05)
+        bound = (n * k * 4) / (bw * 1e9)
+        rows.append((f"M={m}, N={n}, K={k}", {kk: 2 * m * n * k / v / 1e9 for kk, v in t.items()},
+                     bound / t["pytransformer (packed B)"]))
+
+    engines = list(rows[0][1])
+    print("| shape | " + " | ".join(f"{e} GFLOP/s" for e in engines) + " | ours / numpy | of FMA peak | of bandwidth bound |")
+    print("|---|" + "---|" * (len(engines) + 3))
+    for shape, g, bwfrac in rows:
+        ours = g["pytransformer (packed B)"]
+        cells = " | ".join(f"{g[e]:.1f}" if e in g else "-" for e in engines)
+        peak_cell = f"{ours / peak * 100:.0f}%" if peak else "-"
+        bw_cell = f"{bwfrac * 100:.0f}%" if bwfrac else "-"
+        print(f"| {shape} | {cells} | {ours / g['numpy']:.2f}x | {peak_cell} | {bw_cell} |")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+/* pt_attention.h - multi-head scaled dot-product attention with key lengths, causal mask and additive bias. */
+#ifndef PT_ATTENTION_H
+#define PT_ATTENTION_H
+
+#include "pt_common.h"
+
+/* Strides, in elements, of a (batch, seq, heads, head_dim) tensor whose head_dim axis is contiguous.
+ * [B, T, H*dh] row-major: {T*H*dh, H*dh, dh};  a cache laid out [B, H, Tmax, dh]: {H*Tmax*dh, dh, Tmax*dh}. */
+typedef struct {
+    ptrdiff_t batch, seq, head;
+} pt_strides;
+
+/* out[b, t, h, :] = sum_s p[s] v[b, s, h, :],  p = softmax_s( scale * q[b,t,h,:].k[b,s,h,:] + bias[h, t, s] )
+ * over the keys s that are valid: s < kv_lengths[b] (all kv_len when kv_lengths == NULL) and,
+ * when causal, s <= q_offset + t (q_offset = absolute position of query row 0; the past length when decoding).
+ * A query with no valid key gets a zero output.
+ * bias: additive score bias (heads, q_len, kv_len) with strides bias_strides {head, q, k} (elements),
+ *       shared by every batch row (T5 relative positions), or NULL.
+ * scratch: at least pt_attention_scratch_size(kv_len, nthreads) floats, owned by the caller.
+ * Parallel over (batch, head) pairs; each output element is computed the same way whatever the
+ * thread count or batch composition. */
+size_t pt_attention_scratch_size(int kv_len, int nthreads);
+
+int pt_attention_generic(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                         const float *v, pt_strides vs, float *out, pt_strides os,
+                         const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                         int batch, int heads, int q_len, int kv_len, int head_dim,
+                         int causal, int q_offset, float scale, float *scratch, int nthreads);
+int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                      const float *v, pt_strides vs, float *out, pt_strides os,
+                      const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                      int batch, int heads, int q_len, int kv_len, int head_dim,
+                      int causal, int q_offset, float scale, float *scratch, int nthreads);
+
+#endif

@@ -1,0 +1,243 @@
+/* pt_attention_avx2.c - AVX2+FMA multi-head scaled dot-product attention (key lengths, causal, bias). */
+#include "pt_attention.h"
+#include "pt_softmax.h"
+#include "pt_simd_avx2.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(PT_HAVE_AVX2) && defined(__AVX2__) && defined(__FMA__)
+
+/* Determinism: a score q_t.k_s is always one FMA chain over head_dim in 8-lane chunks (the last chunk
+ * masked), reduced by the fixed tree of pt_transpose_sum8, then * scale, then + bias; whichever
+ * kernel (1x8 or 2x4) and whichever key group computes it, the instructions per lane are the same.
+ * The softmax of a query row sees exactly its visible keys, and the output element d is one FMA chain
+ * over those keys in order. Nothing depends on kv_len, q_len, other batch rows or the thread count. */
+
+#define PT_ATTN_PARALLEL_GRAIN 65536.0
+#define PT_ATTN_ROW_ALIGN 16 /* must match the rule in pt_attention_scratch_size */
+
+static inline int visible_keys(int kv_valid, int causal, int q_offset, int t) {
+    if (!causal) return kv_valid;
+    long long lim = (long long)q_offset + t + 1;
+    if (lim < 0) lim = 0;
+    return lim < kv_valid ? (int)lim : kv_valid;
+}
+
+// ---- scores
+
+/* One query against 8 keys: returns the 8 unscaled dot products. */
+static inline __m256 dot_1x8(const float *qi, const float *const kr[8], int dh, __m256i tail) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    int d = 0;
+    for (; d + 8 <= dh; d += 8) {
+        __m256 qv = _mm256_loadu_ps(qi + d);
+        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[0] + d), a0);
+        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[1] + d), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[2] + d), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[3] + d), a3);
+        a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[4] + d), a4);
+        a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[5] + d), a5);
+        a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[6] + d), a6);
+        a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[7] + d), a7);
+    }
+    if (d < dh) {
+        __m256 qv = _mm256_maskload_ps(qi + d, tail);
+        a0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[0] + d, tail), a0);
+        a1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[1] + d, tail), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[2] + d, tail), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[3] + d, tail), a3);
+        a4 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[4] + d, tail), a4);
+        a5 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[5] + d, tail), a5);
+        a6 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[6] + d, tail), a6);
+        a7 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[7] + d, tail), a7);
+    }
+    return pt_transpose_sum8(a0, a1, a2, a3, a4, a5, a6, a7);
+}
+
+/* Two queries against 4 keys (fewer loads per FMA than 1x8): lanes 0-3 query 0, lanes 4-7 query 1. */
+static inline __m256 dot_2x4(const float *q0, const float *q1, const float *const kr[4], int dh, __m256i tail) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int d = 0;
+    for (; d + 8 <= dh; d += 8) {
+        __m256 x0 = _mm256_loadu_ps(q0 + d), x1 = _mm256_loadu_ps(q1 + d);
+        __m256 k0 = _mm256_loadu_ps(kr[0] + d), k1 = _mm256_loadu_ps(kr[1] + d);
+        a0 = _mm256_fmadd_ps(x0, k0, a0); b0 = _mm256_fmadd_ps(x1, k0, b0);
+        a1 = _mm256_fmadd_ps(x0, k1, a1); b1 = _mm256_fmadd_ps(x1, k1, b1);
+        __m256 k2 = _mm256_loadu_ps(kr[2] + d), k3 = _mm256_loadu_ps(kr[3] + d);
+        a2 = _mm256_fmadd_ps(x0, k2, a2); b2 = _mm256_fmadd_ps(x1, k2, b2);
+        a3 = _mm256_fmadd_ps(x0, k3, a3); b3 = _mm256_fmadd_ps(x1, k3, b3);
+    }
+    if (d < dh) {
+        __m256 x0 = _mm256_maskload_ps(q0 + d, tail), x1 = _mm256_maskload_ps(q1 + d, tail);
+        __m256 k0 = _mm256_maskload_ps(kr[0] + d, tail), k1 = _mm256_maskload_ps(kr[1] + d, tail);
+        a0 = _mm256_fmadd_ps(x0, k0, a0); b0 = _mm256_fmadd_ps(x1, k0, b0);
+        a1 = _mm256_fmadd_ps(x0, k1, a1); b1 = _mm256_fmadd_ps(x1, k1, b1);
+        __m256 k2 = _mm256_maskload_ps(kr[2] + d, tail), k3 = _mm256_maskload_ps(kr[3] + d, tail);
+        a2 = _mm256_fmadd_ps(x0, k2, a2); b2 = _mm256_fmadd_ps(x1, k2, b2);
+        a3 = _mm256_fmadd_ps(x0, k3, a3); b3 = _mm256_fmadd_ps(x1, k3, b3);
+    }
+    return pt_transpose_sum8(a0, a1, a2, a3, b0, b1, b2, b3);
+}
+
+/* S[i, s] = scale * q_(t0+i) . k_s for i < nq, s < nkeys (rounded up to 8; the extra columns hold
+ * copies of the last key's score and are never read). Keys outer, queries inner: a group of 8 keys
+ * stays in L1 while the whole block of queries passes over it. */
+// q0: first query of the block, query stride qseq; kb: keys, stride kseq; S: (nq, ldS)
+static void block_scores(const float *q0, ptrdiff_t qseq, int nq, const float *kb, ptrdiff_t kseq,
+                         int nkeys, int dh, float scale, float *S, ptrdiff_t ldS) {
+    const __m256i tail = pt_tail_mask(dh & 7);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int s0 = 0; s0 < nkeys; s0 += 8) {
+        const float *kr[8];
+        for (int j = 0; j < 8; j++) /* past the end: reuse the last key (stays in bounds, result unused) */
+            kr[j] = kb + (ptrdiff_t)(s0 + j < nkeys ? s0 + j : nkeys - 1) * kseq;
+        int i = 0;
+        if (nq >= 2) {
+            for (; i + 2 <= nq; i += 2) {
+                const float *qa = q0 + (ptrdiff_t)i * qseq, *qb = qa + qseq;
+                __m256 lo = _mm256_mul_ps(dot_2x4(qa, qb, kr, dh, tail), vscale);
+                __m256 hi = _mm256_mul_ps(dot_2x4(qa, qb, kr + 4, dh, tail), vscale);
+                _mm256_storeu_ps(S + i * ldS + s0, _mm256_permute2f128_ps(lo, hi, 0x20));
+                _mm256_storeu_ps(S + (i + 1) * ldS + s0, _mm256_permute2f128_ps(lo, hi, 0x31));
+            }
+        }
+        for (; i < nq; i++)
+            _mm256_storeu_ps(S + i * ldS + s0,
+                             _mm256_mul_ps(dot_1x8(q0 + (ptrdiff_t)i * qseq, kr, dh, tail), vscale));
+    }
+}
+
+// ---- weighted sum of values
+
+/* o[d] = sum_{s<n} p[s] v_s[d]: 64 (then 32, then 8) output columns held in registers across all keys. */
+static void weighted_values(const float *p, int n, const float *vb, ptrdiff_t vseq, int dh, float *o) {
+    int d = 0;
+    for (; d + 64 <= dh; d += 64) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        const float *vr = vb + d;
+        for (int s = 0; s < n; s++, vr += vseq) {
+            __m256 w = _mm256_broadcast_ss(p + s);
+            a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
+            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
+            a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
+            a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
+            a4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 32), a4);
+            a5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 40), a5);
+            a6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 48), a6);
+            a7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 56), a7);
+        }
+        _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);
+        _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);
+        _mm256_storeu_ps(o + d + 32, a4); _mm256_storeu_ps(o + d + 40, a5);
+        _mm256_storeu_ps(o + d + 48, a6); _mm256_storeu_ps(o + d + 56, a7);
+    }
+    for (; d + 32 <= dh; d += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *vr = vb + d;
+        for (int s = 0; s < n; s++, vr += vseq) {
+            __m256 w = _mm256_broadcast_ss(p + s);
+            a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
+            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
+            a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), a2);
+            a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), a3);
+        }
+        _mm256_storeu_ps(o + d, a0); _mm256_storeu_ps(o + d + 8, a1);
+        _mm256_storeu_ps(o + d + 16, a2); _mm256_storeu_ps(o + d + 24, a3);
+    }
+    for (; d < dh; d += 8) {
+        const __m256i m = pt_tail_mask(dh - d < 8 ? dh - d : 8);
+        __m256 a0 = _mm256_setzero_ps();
+        const float *vr = vb + d;
+        for (int s = 0; s < n; s++, vr += vseq)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + s), _mm256_maskload_ps(vr, m), a0);
+        _mm256_maskstore_ps(o + d, m, a0);
+    }
+}
+
+// ---- one (batch, head) pair
+
+static void attend_pair(const float *qb, ptrdiff_t qseq, const float *kb, ptrdiff_t kseq,
+                        const float *vb, ptrdiff_t vseq, float *ob, ptrdiff_t oseq,
+                        const float *bias_h, const ptrdiff_t *bias_strides, int kv_valid,
+                        int q_len, int head_dim, int causal, int q_offset, float scale,
+                        float *S, ptrdiff_t ldS, int qblock) {
+    for (int t0 = 0; t0 < q_len; t0 += qblock) {
+        const int nq = q_len - t0 < qblock ? q_len - t0 : qblock;
+        /* the last query of a block sees the most keys */
+        const int nmax = visible_keys(kv_valid, causal, q_offset, t0 + nq - 1);
+        if (nmax > 0)
+            block_scores(qb + t0 * qseq, qseq, nq, kb, kseq, nmax, head_dim, scale, S, ldS);
+        for (int i = 0; i < nq; i++) {
+            const int t = t0 + i;
+            const int n = visible_keys(kv_valid, causal, q_offset, t);
+            float *ot = ob + t * oseq;
+            if (n == 0) {
+                for (int d = 0; d < head_dim; d++) ot[d] = 0.0f;
+                continue;
+            }
+            float *st = S + i * ldS;
+            if (bias_h) {
+                const float *bt = bias_h + t * bias_strides[1];
+                const ptrdiff_t bk = bias_strides[2];
+                for (int s = 0; s < n; s++) st[s] += bt[s * bk];
+            }
+            pt_softmax_avx2(st, 0, st, 0, 1, n, NULL, 1); /* all -inf gives zeros, hence a zero output */
+            weighted_values(st, n, vb, vseq, head_dim, ot);
+        }
+    }
+}
+
+int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                      const float *v, pt_strides vs, float *out, pt_strides os,
+                      const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                      int batch, int heads, int q_len, int kv_len, int head_dim,
+                      int causal, int q_offset, float scale, float *scratch, int nthreads) {
+    if (!q || !k || !v || !out || !scratch || (bias && !bias_strides) || batch <= 0 || heads <= 0 ||
+        q_len <= 0 || kv_len <= 0 || head_dim <= 0)
+        return PT_ERR_ARG;
+    /* the per-thread slice is defined by pt_attention_scratch_size; rows of scores padded to 16 */
+    const size_t slice = pt_attention_scratch_size(kv_len, 1);
+    const ptrdiff_t ldS = ((ptrdiff_t)kv_len + PT_ATTN_ROW_ALIGN - 1) / PT_ATTN_ROW_ALIGN * PT_ATTN_ROW_ALIGN;
+    const int qblock = (int)(slice / (size_t)ldS);
+    const int pairs = batch * heads;
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if (nt > pairs) nt = pairs;
+    if (2.0 * pairs * q_len * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#endif
+    for (int pair = 0; pair < pairs; pair++) {
+        const int b = pair / heads, h = pair % heads;
+#ifdef _OPENMP
+        float *S = scratch + (size_t)omp_get_thread_num() * slice;
+#else
+        float *S = scratch;
+#endif
+        int kv_valid = kv_lengths ? kv_lengths[b] : kv_len;
+        if (kv_valid > kv_len) kv_valid = kv_len;
+        if (kv_valid < 0) kv_valid = 0;
+        attend_pair(q + b * qs.batch + h * qs.head, qs.seq, k + b * ks.batch + h * ks.head, ks.seq,
+                    v + b * vs.batch + h * vs.head, vs.seq, out + b * os.batch + h * os.head, os.seq,
+                    bias ? bias + h * bias_strides[0] : NULL, bias_strides, kv_valid, q_len, head_dim,
+                    causal, q_offset, scale, S, ldS, qblock);
+    }
+    (void)nt;
+    return PT_OK;
+}
+
+#else /* built without AVX2 */
+
+int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                      const float *v, pt_strides vs, float *out, pt_strides os,
+                      const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                      int batch, int heads, int q_len, int kv_len, int head_dim,
+                      int causal, int q_offset, float scale, float *scratch, int nthreads) {
+    (void)q; (void)qs; (void)k; (void)ks; (void)v; (void)vs; (void)out; (void)os; (void)kv_lengths;
+    (void)bias; (void)bias_strides; (void)batch; (void)heads; (void)q_len; (void)kv_len; (void)head_dim;
+    (void)causal; (void)q_offset; (void)scale; (void)scratch; (void)nthreads;
+    return PT_ERR_ISA;
+}
+
+#endif

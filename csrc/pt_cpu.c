@@ -1,0 +1,54 @@
+/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins) and OpenMP facts. */
+#include <string.h>
+#include "pt_cpu.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define PT_X86 1
+#endif
+
+int pt_avx2_compiled(void) {
+#ifdef PT_HAVE_AVX2
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int pt_cpu_has(const char *feature) {
+#ifdef PT_X86
+    /* __builtin_cpu_supports checks both CPUID and that the OS saves the YMM state (XGETBV). */
+    __builtin_cpu_init();
+    if (strcmp(feature, "sse4.2") == 0) return __builtin_cpu_supports("sse4.2") != 0;
+    if (strcmp(feature, "avx") == 0) return __builtin_cpu_supports("avx") != 0;
+    if (strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2") != 0;
+    if (strcmp(feature, "fma") == 0) return __builtin_cpu_supports("fma") != 0;
+    if (strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f") != 0;
+#else
+    (void)feature;
+#endif
+    return 0;
+}
+
+int pt_cpu_has_avx2_fma(void) {
+    return pt_avx2_compiled() && pt_cpu_has("avx2") && pt_cpu_has("fma");
+}
+
+int pt_openmp_enabled(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int pt_num_procs(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,16 @@
+/* pt_cpu.h - CPU feature detection and OpenMP facts, queried once by the Python layer. */
+#ifndef PT_CPU_H
+#define PT_CPU_H
+
+/* 1 if this CPU and OS support AVX2 and FMA (and the AVX2 path was compiled in), else 0. */
+int pt_cpu_has_avx2_fma(void);
+/* 1 if the AVX2 translation units were compiled into this build. */
+int pt_avx2_compiled(void);
+/* Individual features for reporting: sse4.2, avx, avx2, fma, avx512f. */
+int pt_cpu_has(const char *feature);
+/* 1 if built with OpenMP. */
+int pt_openmp_enabled(void);
+/* omp_get_num_procs() with OpenMP, else 1. */
+int pt_num_procs(void);
+
+#endif

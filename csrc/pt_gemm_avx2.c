@@ -1,0 +1,210 @@
+/* pt_gemm_avx2.c - AVX2+FMA float32 GEMM on packed B panels: register-blocked micro-kernels, a skinny decode shape, fused epilogue. */
+#ifdef PT_HAVE_AVX2
+
+#include <immintrin.h>
+#include "pt_gemm.h"
+#include "pt_activation.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Defined in pt_gemm_generic.c so both paths validate and split work identically. */
+int pt_gemm_check_args(const float *a, ptrdiff_t lda, const float *bp, const float *residual, ptrdiff_t ldr,
+                       const float *c, ptrdiff_t ldc, int m, int n, int k, int act, int nthreads);
+int pt_gemm_team_size(int m, int n, int k, int nthreads);
+void pt_gemm_split(int m, int npanels, int row_unit, int tid, int nth, int *r0, int *r1, int *p0, int *p1);
+
+// ---- block sizes
+
+/* Rows of the main micro-kernel: 6 rows x 16 columns = 12 ymm accumulators, plus 2 for the
+ * B row and 1 for the broadcast A value, out of 16 registers. 12 independent FMA chains cover
+ * the 4-cycle FMA latency on 2 ports. */
+#define PT_GEMM_MR 6
+
+/* Bytes of packed B kept hot in the (per-core) L2 while every row tile sweeps over it; the
+ * A rows of one tile (6 x k floats) stay in L1 while they meet all those panels. */
+#define PT_GEMM_L2_B_BYTES (1u << 20)
+
+/* How many k steps (= 64-byte panel rows) ahead each B stream is prefetched. The hardware
+ * prefetcher stops at 4 KiB pages, and a decode step streams 4 panels at once from memory. */
+#ifndef PT_GEMM_PREFETCH_ROWS
+#define PT_GEMM_PREFETCH_ROWS 32
+#endif
+
+/* Widest tile in panels (1 row x 4 panels), i.e. columns of the local tile buffer / 16. */
+#define PT_GEMM_MAX_NP 4
+#define PT_GEMM_TILE_LD (PT_GEMM_MAX_NP * PT_NR)
+
+// ---- micro-kernel
+
+/* acc[r][*] = sum_kk a[r][kk] * B[kk, panels] over NP consecutive panels, one FMA chain per
+ * element, kk ascending; results go to tile (row stride PT_GEMM_TILE_LD).
+ * Each (MR, NP) shape is its own function with exactly sized arrays, so the loops unroll
+ * fully and GCC keeps acc in registers (a larger shared array ends up spilled every step).
+ * Few rows (decode) take several panels at once so there are still >= 8 independent chains
+ * to cover the FMA latency: 1x4 panels = 8, 2x2 = 8, 3x2 = 12, 4x1 = 8, 5x1 = 10, 6x1 = 12. */
+typedef void (*tile_fn)(const float *const *arow, const float *bp, size_t pstride, int k, float *tile);
+
+#define PT_DEFINE_TILE(MR, NP)                                                                       \
+    static void tile_##MR##x##NP(const float *const *arow, const float *bp, size_t pstride, int k,   \
+                                 float *tile) {                                                      \
+        __m256 acc[MR][2 * NP];                                                                      \
+        const float *ar[MR];                                                                         \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                                                               \
+            ar[r] = arow[r];                                                                         \
+            _Pragma("GCC unroll 8") for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_setzero_ps();                        \
+        }                                                                                            \
+        for (int kk = 0; kk < k; kk++) {                                                             \
+            __m256 b[2 * NP];                                                                        \
+            _Pragma("GCC unroll 8") for (int q = 0; q < NP; q++) {                                                           \
+                _mm_prefetch((const char *)(bp + q * pstride + (size_t)(kk + PT_GEMM_PREFETCH_ROWS) * PT_NR), _MM_HINT_T0); \
+                b[2 * q] = _mm256_loadu_ps(bp + q * pstride + (size_t)kk * PT_NR);                   \
+                b[2 * q + 1] = _mm256_loadu_ps(bp + q * pstride + (size_t)kk * PT_NR + 8);           \
+            }                                                                                        \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                                                           \
+                __m256 av = _mm256_broadcast_ss(ar[r] + kk);                                         \
+                _Pragma("GCC unroll 8") for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_fmadd_ps(av, b[q], acc[r][q]);   \
+            }                                                                                        \
+        }                                                                                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                                                 \
+            _Pragma("GCC unroll 8") for (int q = 0; q < 2 * NP; q++) _mm256_store_ps(tile + r * PT_GEMM_TILE_LD + q * 8, acc[r][q]); \
+    }
+PT_DEFINE_TILE(6, 1)
+PT_DEFINE_TILE(5, 1)
+PT_DEFINE_TILE(4, 1)
+PT_DEFINE_TILE(3, 2)
+PT_DEFINE_TILE(3, 1)
+PT_DEFINE_TILE(2, 2)
+PT_DEFINE_TILE(2, 1)
+PT_DEFINE_TILE(1, 4)
+PT_DEFINE_TILE(1, 1)
+
+/* Per tile height: the widest kernel (panels at once) and the one-panel kernel for leftovers. */
+static const tile_fn wide_tile[PT_GEMM_MR + 1] = {NULL, tile_1x4, tile_2x2, tile_3x2, tile_4x1, tile_5x1, tile_6x1};
+static const int wide_panels[PT_GEMM_MR + 1] = {0, 4, 2, 2, 1, 1, 1};
+static const tile_fn one_panel_tile[PT_GEMM_MR + 1] = {NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1};
+
+// ---- epilogue
+
+static inline __m256i lane_mask(int nvalid) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(nvalid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Bias, activation, residual and store for one 16-wide tile row. Full and edge panels use the
+ * same vector adds (edges only mask the loads and stores), and the activation always runs on
+ * all 16 values, so a column's arithmetic does not depend on where the matrix ends. */
+static void epilogue_row(float *vals, const float *bias, const float *res, float *out, int ncols, int act) {
+    __m256 lo = _mm256_load_ps(vals), hi = _mm256_load_ps(vals + 8);
+    if (ncols >= PT_NR) {
+        if (bias != NULL) {
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8));
+        }
+        if (act != PT_ACT_NONE) {
+            _mm256_store_ps(vals, lo);
+            _mm256_store_ps(vals + 8, hi);
+            pt_activation_inplace_avx2(vals, PT_NR, act);
+            lo = _mm256_load_ps(vals);
+            hi = _mm256_load_ps(vals + 8);
+        }
+        if (res != NULL) {
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(res));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(res + 8));
+        }
+        _mm256_storeu_ps(out, lo);
+        _mm256_storeu_ps(out + 8, hi);
+        return;
+    }
+    __m256i mlo = lane_mask(ncols), mhi = lane_mask(ncols - 8);
+    if (bias != NULL) {
+        lo = _mm256_add_ps(lo, _mm256_maskload_ps(bias, mlo));
+        hi = _mm256_add_ps(hi, _mm256_maskload_ps(bias + 8, mhi));
+    }
+    if (act != PT_ACT_NONE) {
+        _mm256_store_ps(vals, lo);
+        _mm256_store_ps(vals + 8, hi);
+        pt_activation_inplace_avx2(vals, PT_NR, act);
+        lo = _mm256_load_ps(vals);
+        hi = _mm256_load_ps(vals + 8);
+    }
+    if (res != NULL) {
+        lo = _mm256_add_ps(lo, _mm256_maskload_ps(res, mlo));
+        hi = _mm256_add_ps(hi, _mm256_maskload_ps(res + 8, mhi));
+    }
+    _mm256_maskstore_ps(out, mlo, lo);
+    _mm256_maskstore_ps(out + 8, mhi, hi);
+}
+
+// ---- driver
+
+/* Rows [r0, r1) x panels [p0, p1) of the output, on one thread.
+ * Loop order: panel blocks sized for L2 (outer), row tiles, panels (inner). A row tile's
+ * A rows are read from L1 while B panels stream from L2; each B block is fetched from memory
+ * once. Decode steps (one row tile) just stream the panels in groups. k is not blocked: every
+ * accumulator runs the whole reduction in registers, which is what the determinism contract
+ * asks for and what lets residual alias c (nothing is written before the final value). */
+static void region_avx2(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                        const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                        int r0, int r1, int p0, int p1, int n, int k, int act) {
+    _Alignas(32) float tile[PT_GEMM_MR * PT_GEMM_TILE_LD];
+    size_t pstride = (size_t)k * PT_NR;
+    size_t panel_bytes = pstride * sizeof(float);
+    int block = (int)(PT_GEMM_L2_B_BYTES / panel_bytes);
+    block = block < PT_GEMM_MAX_NP ? PT_GEMM_MAX_NP : block - block % PT_GEMM_MAX_NP;
+
+    for (int pb = p0; pb < p1; pb += block) {
+        int pe = p1 - pb < block ? p1 : pb + block;
+        for (int i = r0; i < r1; i += PT_GEMM_MR) {
+            int rows = r1 - i < PT_GEMM_MR ? r1 - i : PT_GEMM_MR;
+            const float *arow[PT_GEMM_MR];
+            for (int r = 0; r < rows; r++) arow[r] = a + (ptrdiff_t)(i + r) * lda;
+            for (int p = pb; p < pe;) {
+                int np = wide_panels[rows];
+                if (pe - p >= np) {
+                    wide_tile[rows](arow, bp + (size_t)p * pstride, pstride, k, tile);
+                } else {
+                    np = 1;
+                    one_panel_tile[rows](arow, bp + (size_t)p * pstride, pstride, k, tile);
+                }
+                for (int r = 0; r < rows; r++) {
+                    ptrdiff_t row = i + r;
+                    for (int q = 0; q < np; q++) {
+                        int j0 = (p + q) * PT_NR;
+                        int ncols = n - j0 < PT_NR ? n - j0 : PT_NR;
+                        epilogue_row(tile + r * PT_GEMM_TILE_LD + q * PT_NR, bias != NULL ? bias + j0 : NULL,
+                                     residual != NULL ? residual + row * ldr + j0 : NULL, c + row * ldc + j0,
+                                     ncols, act);
+                    }
+                }
+                p += np;
+            }
+        }
+    }
+}
+
+int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                        const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                        int m, int n, int k, int act, int nthreads) {
+    int status = pt_gemm_check_args(a, lda, bp, residual, ldr, c, ldc, m, n, k, act, nthreads);
+    if (status != PT_OK) return status;
+    int npanels = (n + PT_NR - 1) / PT_NR;
+    int team = pt_gemm_team_size(m, n, k, nthreads);
+    if (team == 1) {
+        region_avx2(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
+        return PT_OK;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team)
+    {
+        int r0, r1, p0, p1;
+        pt_gemm_split(m, npanels, PT_GEMM_MR, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1, &p0, &p1);
+        region_avx2(a, lda, bp, bias, residual, ldr, c, ldc, r0, r1, p0, p1, n, k, act);
+    }
+#else
+    region_avx2(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
+#endif
+    return PT_OK;
+}
+
+#endif /* PT_HAVE_AVX2 */

@@ -1,0 +1,15 @@
+/* pt_probe.h - machine probes for benchmarks: sustained read bandwidth and FMA throughput. */
+#ifndef PT_PROBE_H
+#define PT_PROBE_H
+
+#include "pt_common.h"
+
+/* Sum of n floats read once, split over nthreads in contiguous chunks (a streaming-read probe:
+ * time it over a buffer much larger than the last-level cache to get read bandwidth). */
+double pt_probe_read(const float *buf, size_t n, int nthreads);
+
+/* Runs iters rounds of 16 independent 8-lane FMAs on each of nthreads threads (AVX2 path only;
+ * returns NaN when it is not compiled in). flops = iters * 16 * 8 * 2 * nthreads. */
+double pt_probe_fma_avx2(long iters, int nthreads);
+
+#endif

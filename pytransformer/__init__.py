@@ -1,0 +1,25 @@
+"""pytransformer - fast CPU inference for Transformer encoder-decoder models.
+
+    import pytransformer
+    model = pytransformer.load("weights/dates")          # a model directory
+    tokens = model.generate([[5, 17, 9, 2]], max_new_tokens=32)
+
+Kernels are C with OpenMP and AVX2+FMA (chosen at run time); NumPy is the only dependency.
+"""
+from ._kernels import (cpu_info, get_isa, get_num_threads, openmp_enabled, set_num_threads)
+from . import ops
+from .errors import WeightsError
+from .model import Model
+from .weights import save, load_weights
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "save", "Model", "WeightsError", "ops", "cpu_info", "get_isa", "openmp_enabled",
+           "set_num_threads", "get_num_threads", "__version__"]
+
+
+def load(path):
+    """Load a model directory (config.json + model.safetensors) into a Model; weights are
+    validated, memory-mapped and packed once for the GEMM."""
+    config, tensors = load_weights(path)
+    return Model(config, tensors, path=str(path))

@@ -1,0 +1,568 @@
+# _kernels.pyx - checked NumPy bindings for the C kernels: validate, then call the selected ISA path without the GIL.
+#
+# Everything here takes float32 arrays whose last axis is contiguous (other axes may be strided),
+# raises TypeError/ValueError quoting shapes for bad input, and never lets a bad pointer reach C.
+# ISA selection: chosen once at import from CPUID, overridable by PYTRANSFORMER_ISA=generic|avx2
+# and by set_isa() (tests use it to run both paths in one process).
+import os
+
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t
+from libc.limits cimport INT_MAX
+
+from pytransformer._kernels cimport *
+
+cnp.import_array()
+
+ACTIVATIONS = {"none": PT_ACT_NONE, "relu": PT_ACT_RELU, "gelu": PT_ACT_GELU,
+               "gelu_tanh": PT_ACT_GELU_TANH, "silu": PT_ACT_SILU}
+PANEL_WIDTH = PT_NR
+
+# ---------------------------------------------------------------- runtime state
+cdef int _isa_avx2 = 0        # 1 when the AVX2+FMA path is in use
+cdef int _nthreads = 1
+
+
+def avx2_available():
+    """True when the AVX2+FMA kernels are compiled in and this CPU supports them."""
+    return pt_cpu_has_avx2_fma() != 0
+
+
+def set_isa(str name):
+    """Select the kernel path: 'generic' (portable C) or 'avx2' (AVX2+FMA)."""
+    global _isa_avx2
+    if name == "generic":
+        _isa_avx2 = 0
+    elif name == "avx2":
+        if not pt_avx2_compiled():
+            raise RuntimeError("ISA 'avx2' requested, but this build of pytransformer has no AVX2 kernels "
+                               "(the compiler could not target AVX2+FMA)")
+        if not pt_cpu_has_avx2_fma():
+            raise RuntimeError("ISA 'avx2' requested, but this CPU does not support AVX2 and FMA")
+        _isa_avx2 = 1
+    else:
+        raise ValueError(f"unknown ISA {name!r}: expected 'generic' or 'avx2'")
+
+
+def get_isa():
+    """The kernel path in use: 'avx2' or 'generic'."""
+    return "avx2" if _isa_avx2 else "generic"
+
+
+def openmp_enabled():
+    """True if the kernels were built with OpenMP (multi-threaded)."""
+    return pt_openmp_enabled() != 0
+
+
+def set_num_threads(n):
+    """Set the number of threads the kernels use (>= 1). Without OpenMP only 1 is meaningful."""
+    global _nthreads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    _nthreads = int(n) if pt_openmp_enabled() else 1
+
+
+def get_num_threads():
+    """The number of threads the kernels use."""
+    return _nthreads
+
+
+def cpu_info():
+    """CPU features found, the kernel path in use, threads and OpenMP status."""
+    return {
+        "features": {f: bool(pt_cpu_has(f.encode())) for f in ("sse4.2", "avx", "avx2", "fma", "avx512f")},
+        "avx2_compiled": bool(pt_avx2_compiled()),
+        "isa": get_isa(),
+        "openmp": openmp_enabled(),
+        "num_threads": _nthreads,
+        "num_procs": pt_num_procs(),
+    }
+
+
+def _init_runtime():
+    global _nthreads
+    env_threads = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    n = pt_num_procs()
+    if env_threads.isdigit() and int(env_threads) >= 1:
+        n = int(env_threads)
+    _nthreads = max(1, n) if pt_openmp_enabled() else 1
+    forced = os.environ.get("PYTRANSFORMER_ISA", "").strip().lower()
+    if forced:
+        set_isa(forced)  # raises if the CPU or build lacks it
+    else:
+        set_isa("avx2" if pt_cpu_has_avx2_fma() else "generic")
+
+
+_init_runtime()
+
+
+# ---------------------------------------------------------------- argument checks
+cdef inline str _shape(object a):
+    return "(" + ", ".join([str(s) for s in a.shape]) + ")"
+
+
+cdef cnp.ndarray _check(object a, str name, int ndim, bint writable=False):
+    """a must be a float32 ndarray with `ndim` dims, non-empty, last axis contiguous, float-aligned strides."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if arr.dtype != np.float32:
+        raise TypeError(f"{name} must have dtype float32, got {arr.dtype} with shape {_shape(arr)}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {_shape(arr)}")
+    cdef int i
+    for i in range(ndim):
+        if arr.shape[i] == 0:
+            raise ValueError(f"{name} has an empty dimension: shape {_shape(arr)}")
+        if arr.shape[i] > INT_MAX:
+            raise ValueError(f"{name} dimension {i} is too large: shape {_shape(arr)}")
+        if arr.strides[i] % 4 != 0:
+            raise ValueError(f"{name} has strides {a.strides} that are not a multiple of 4 bytes")
+    if ndim > 0 and arr.shape[ndim - 1] > 1 and arr.strides[ndim - 1] != 4:
+        raise ValueError(f"{name} must be contiguous along its last axis (shape {_shape(arr)}, "
+                         f"strides {a.strides}); pass np.ascontiguousarray({name})")
+    if not arr.flags.aligned:
+        raise ValueError(f"{name} is not aligned to 4 bytes")
+    if writable and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return arr
+
+
+cdef inline Py_ssize_t _ld(cnp.ndarray arr, int axis):
+    return arr.strides[axis] // 4
+
+
+cdef inline const float *_cptr(cnp.ndarray arr):
+    return <const float *>cnp.PyArray_DATA(arr)
+
+
+cdef inline float *_ptr(cnp.ndarray arr):
+    return <float *>cnp.PyArray_DATA(arr)
+
+
+cdef cnp.ndarray _vector(object v, str name, Py_ssize_t n):
+    cdef cnp.ndarray arr = _check(v, name, 1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {_shape(arr)}")
+    if arr.shape[0] > 1 and arr.strides[0] != 4:
+        raise ValueError(f"{name} must be contiguous")
+    return arr
+
+
+cdef cnp.ndarray _out2(object out, str name, Py_ssize_t rows, Py_ssize_t cols):
+    if out is None:
+        return np.empty((rows, cols), dtype=np.float32)
+    cdef cnp.ndarray arr = _check(out, name, 2, True)
+    if arr.shape[0] != rows or arr.shape[1] != cols:
+        raise ValueError(f"{name} must have shape ({rows}, {cols}), got {_shape(arr)}")
+    return arr
+
+
+cdef bint _overlaps(cnp.ndarray x, cnp.ndarray y):
+    return np.shares_memory(x, y) if x is not None and y is not None else False
+
+
+cdef int _act_id(object act) except -1:
+    if isinstance(act, str):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+        return ACTIVATIONS[act]
+    if isinstance(act, bool) or not isinstance(act, (int, np.integer)) or not 0 <= act < PT_ACT_COUNT:
+        raise ValueError(f"unknown activation {act!r}")
+    return act
+
+
+cdef int _status(int status, str what) except -1:
+    if status == PT_OK:
+        return 0
+    if status == PT_ERR_ISA:
+        raise RuntimeError(f"{what}: the selected ISA path is not available in this build")
+    raise ValueError(f"{what}: the kernel rejected its arguments (status {status})")
+
+
+# ---------------------------------------------------------------- GEMM
+cdef class PackedMatrix:
+    """A (k, n) float32 matrix packed once into 16-column panels for the GEMM micro-kernel.
+
+    Build with pack(b) for a (k, n) matrix or pack(w, transpose=True) for a (n, k) Linear weight.
+    """
+    cdef readonly int k
+    cdef readonly int n
+    cdef readonly object data
+
+    def __init__(self):
+        raise TypeError("use pytransformer._kernels.pack() to build a PackedMatrix")
+
+    @property
+    def shape(self):
+        return (self.k, self.n)
+
+    @property
+    def nbytes(self):
+        return self.data.nbytes
+
+    def __repr__(self):
+        return f"PackedMatrix(k={self.k}, n={self.n})"
+
+
+def pack(object b, bint transpose=False):
+    """Pack B = b (shape (k, n)) or, with transpose=True, B = b.T for b of shape (n, k) (a Linear weight).
+
+    Any strides are accepted (including non-contiguous views); the packed copy is owned by the result."""
+    if not isinstance(b, np.ndarray):
+        raise TypeError(f"matrix to pack must be a numpy.ndarray, got {type(b).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>b
+    if arr.dtype != np.float32:
+        raise TypeError(f"matrix to pack must have dtype float32, got {arr.dtype} with shape {_shape(arr)}")
+    if arr.ndim != 2:
+        raise ValueError(f"matrix to pack must be 2-D, got shape {_shape(arr)}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"matrix to pack has an empty dimension: shape {_shape(arr)}")
+    if arr.shape[0] > INT_MAX or arr.shape[1] > INT_MAX:
+        raise ValueError(f"matrix to pack is too large: shape {_shape(arr)}")
+    if arr.strides[0] % 4 or arr.strides[1] % 4 or not arr.flags.aligned:
+        arr = np.ascontiguousarray(arr)
+    cdef Py_ssize_t rs, cs
+    cdef int k, n
+    if transpose:
+        n = arr.shape[0]; k = arr.shape[1]
+        rs = arr.strides[1] // 4; cs = arr.strides[0] // 4
+    else:
+        k = arr.shape[0]; n = arr.shape[1]
+        rs = arr.strides[0] // 4; cs = arr.strides[1] // 4
+    cdef cnp.ndarray data = np.empty(pt_packed_b_size(k, n), dtype=np.float32)
+    cdef const float *src = _cptr(arr)
+    cdef float *dst = _ptr(data)
+    cdef int status
+    with nogil:
+        status = pt_pack_b(src, rs, cs, k, n, dst)
+    _status(status, "pack")
+    cdef PackedMatrix pm = PackedMatrix.__new__(PackedMatrix)
+    pm.k = k
+    pm.n = n
+    pm.data = data
+    return pm
+
+
+def gemm(object a, PackedMatrix b, object bias=None, object residual=None, object act=0, object out=None):
+    """out = act(a @ B + bias) + residual for a (m, k) and packed B (k, n). out may be residual."""
+    cdef cnp.ndarray A = _check(a, "a", 2)
+    if b is None:
+        raise TypeError("b must be a PackedMatrix, got None")
+    if A.shape[1] != b.k:
+        raise ValueError(f"shapes do not match for a @ b: a is {_shape(A)}, b is ({b.k}, {b.n})")
+    cdef int m = A.shape[0]
+    cdef int n = b.n
+    cdef int k = b.k
+    cdef int act_id = _act_id(act)
+    cdef cnp.ndarray C = _out2(out, "out", m, n)
+    cdef cnp.ndarray bias_arr = _vector(bias, "bias", n) if bias is not None else None
+    cdef cnp.ndarray res_arr = None
+    if residual is not None:
+        res_arr = _check(residual, "residual", 2)
+        if res_arr.shape[0] != m or res_arr.shape[1] != n:
+            raise ValueError(f"residual must have shape ({m}, {n}), got {_shape(res_arr)}")
+    cdef const float *pa = _cptr(A)
+    cdef const float *pb = _cptr(b.data)
+    cdef const float *pbias = _cptr(bias_arr) if bias_arr is not None else NULL
+    cdef const float *pres = _cptr(res_arr) if res_arr is not None else NULL
+    cdef Py_ssize_t ldr = _ld(res_arr, 0) if res_arr is not None else 0
+    cdef float *pc = _ptr(C)
+    cdef Py_ssize_t lda = _ld(A, 0), ldc = _ld(C, 0)
+    if m == 1:
+        lda = k
+        ldc = n
+        if res_arr is not None:
+            ldr = n
+    if pres != NULL and pres != pc and _overlaps(res_arr, C):
+        raise ValueError("residual and out overlap without being the same array")
+    if _overlaps(A, C):
+        raise ValueError("a and out must not overlap")
+    cdef int status
+    cdef int nt = _nthreads
+    with nogil:
+        if _isa_avx2:
+            status = pt_gemm_packed_avx2(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
+        else:
+            status = pt_gemm_packed_generic(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
+    _status(status, "gemm")
+    return C
+
+
+# ---------------------------------------------------------------- element-wise
+def bias_activation(object x, object bias=None, object act="relu", object out=None):
+    """out = act(x + bias) row-wise for 2-D x; out may be x."""
+    cdef cnp.ndarray X = _check(x, "x", 2)
+    cdef int rows = X.shape[0], cols = X.shape[1]
+    cdef int act_id = _act_id(act)
+    cdef cnp.ndarray Y = _out2(out, "out", rows, cols)
+    cdef cnp.ndarray B = _vector(bias, "bias", cols) if bias is not None else None
+    cdef const float *px = _cptr(X)
+    cdef const float *pb = _cptr(B) if B is not None else NULL
+    cdef float *py = _ptr(Y)
+    cdef Py_ssize_t ldx = _ld(X, 0) if rows > 1 else cols
+    cdef Py_ssize_t ldy = _ld(Y, 0) if rows > 1 else cols
+    cdef int status, nt = _nthreads
+    with nogil:
+        if _isa_avx2:
+            status = pt_bias_activation_avx2(px, ldx, pb, py, ldy, rows, cols, act_id, nt)
+        else:
+            status = pt_bias_activation_generic(px, ldx, pb, py, ldy, rows, cols, act_id, nt)
+    _status(status, "activation")
+    return Y
+
+
+def softmax_rows(object x, object valid=None, object out=None):
+    """Softmax of each row of 2-D x over its first valid[r] columns (all when valid is None); the rest 0."""
+    cdef cnp.ndarray X = _check(x, "x", 2)
+    cdef int rows = X.shape[0], cols = X.shape[1]
+    cdef cnp.ndarray Y = _out2(out, "out", rows, cols)
+    cdef cnp.ndarray V = None
+    if valid is not None:
+        V = np.ascontiguousarray(valid, dtype=np.int32)
+        if V.ndim != 1 or V.shape[0] != rows:
+            raise ValueError(f"valid must have shape ({rows},), got {_shape(V)}")
+    cdef const float *px = _cptr(X)
+    cdef float *py = _ptr(Y)
+    cdef const int32_t *pv = <const int32_t *>cnp.PyArray_DATA(V) if V is not None else NULL
+    cdef Py_ssize_t ldx = _ld(X, 0) if rows > 1 else cols
+    cdef Py_ssize_t ldy = _ld(Y, 0) if rows > 1 else cols
+    cdef int status, nt = _nthreads
+    with nogil:
+        if _isa_avx2:
+            status = pt_softmax_avx2(px, ldx, py, ldy, rows, cols, pv, nt)
+        else:
+            status = pt_softmax_generic(px, ldx, py, ldy, rows, cols, pv, nt)
+    _status(status, "softmax")
+    return Y
+
+
+def norm(object x, object weight, object bias=None, double eps=1e-5, bint rms=False,
+         object residual=None, object sum_out=None, object out=None):
+    """out = norm(x + residual) * weight (+ bias); the sum x + residual is also stored in sum_out if given.
+
+    Layer norm by default, RMS norm with rms=True (bias must then be None). 2-D arrays; out and
+    sum_out may be x or residual."""
+    cdef cnp.ndarray X = _check(x, "x", 2)
+    cdef int rows = X.shape[0], cols = X.shape[1]
+    cdef cnp.ndarray W = _vector(weight, "weight", cols)
+    cdef cnp.ndarray B = _vector(bias, "bias", cols) if bias is not None else None
+    if rms and B is not None:
+        raise ValueError("rms_norm takes no bias")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    cdef cnp.ndarray R = None
+    cdef cnp.ndarray S = None
+    if residual is not None:
+        R = _check(residual, "residual", 2)
+        if R.shape[0] != rows or R.shape[1] != cols:
+            raise ValueError(f"residual must have shape ({rows}, {cols}), got {_shape(R)}")
+    if sum_out is not None:
+        S = _out2(sum_out, "sum_out", rows, cols)
+    cdef cnp.ndarray Y = _out2(out, "out", rows, cols)
+    cdef const float *px = _cptr(X)
+    cdef const float *pr = _cptr(R) if R is not None else NULL
+    cdef float *ps = _ptr(S) if S is not None else NULL
+    cdef const float *pw = _cptr(W)
+    cdef const float *pb = _cptr(B) if B is not None else NULL
+    cdef float *py = _ptr(Y)
+    cdef Py_ssize_t ldx = _ld(X, 0) if rows > 1 else cols
+    cdef Py_ssize_t ldr = (_ld(R, 0) if rows > 1 else cols) if R is not None else 0
+    cdef Py_ssize_t lds = (_ld(S, 0) if rows > 1 else cols) if S is not None else 0
+    cdef Py_ssize_t ldy = _ld(Y, 0) if rows > 1 else cols
+    cdef float feps = eps
+    cdef int status, nt = _nthreads
+    with nogil:
+        if rms:
+            if _isa_avx2:
+                status = pt_rms_norm_avx2(px, ldx, pr, ldr, ps, lds, pw, py, ldy, rows, cols, feps, nt)
+            else:
+                status = pt_rms_norm_generic(px, ldx, pr, ldr, ps, lds, pw, py, ldy, rows, cols, feps, nt)
+        else:
+            if _isa_avx2:
+                status = pt_layer_norm_avx2(px, ldx, pr, ldr, ps, lds, pw, pb, py, ldy, rows, cols, feps, nt)
+            else:
+                status = pt_layer_norm_generic(px, ldx, pr, ldr, ps, lds, pw, pb, py, ldy, rows, cols, feps, nt)
+    _status(status, "norm")
+    return Y
+
+
+# ---------------------------------------------------------------- attention
+cdef pt_strides _strides4(cnp.ndarray a):
+    cdef pt_strides s
+    s.batch = a.strides[0] // 4
+    s.seq = a.strides[1] // 4
+    s.head = a.strides[2] // 4
+    return s
+
+
+def attention(object q, object k, object v, object out=None, object kv_lengths=None, object bias=None,
+              bint causal=False, int q_offset=0, object scale=None, object scratch=None):
+    """Multi-head attention on (batch, seq, heads, head_dim) views (any strides but a contiguous last axis).
+
+    q: (B, Tq, H, D); k, v: (B, S, H, D); out: (B, Tq, H, D) (allocated if None).
+    kv_lengths: (B,) valid keys per batch row; causal: query t sees keys s <= q_offset + t;
+    bias: (H, Tq, S) additive score bias shared over the batch; scale defaults to 1/sqrt(D)."""
+    cdef cnp.ndarray Q = _check(q, "q", 4)
+    cdef cnp.ndarray K = _check(k, "k", 4)
+    cdef cnp.ndarray Vv = _check(v, "v", 4)
+    cdef int batch = Q.shape[0], q_len = Q.shape[1], heads = Q.shape[2], hd = Q.shape[3]
+    cdef int kv_len = K.shape[1]
+    if K.shape[0] != batch or K.shape[2] != heads or K.shape[3] != hd:
+        raise ValueError(f"k must have shape ({batch}, S, {heads}, {hd}), got {_shape(K)}")
+    if (<object>Vv).shape != (<object>K).shape:
+        raise ValueError(f"v must have the shape of k {_shape(K)}, got {_shape(Vv)}")
+    if q_offset < 0:
+        raise ValueError(f"q_offset must be >= 0, got {q_offset}")
+    cdef cnp.ndarray O
+    if out is None:
+        O = np.empty((batch, q_len, heads, hd), dtype=np.float32)
+    else:
+        O = _check(out, "out", 4, True)
+        if (<object>O).shape != (<object>Q).shape:
+            raise ValueError(f"out must have the shape of q {_shape(Q)}, got {_shape(O)}")
+        if _overlaps(O, K) or _overlaps(O, Vv):
+            raise ValueError("out must not overlap k or v")
+    cdef cnp.ndarray L = None
+    if kv_lengths is not None:
+        L = np.ascontiguousarray(kv_lengths, dtype=np.int32)
+        if L.ndim != 1 or L.shape[0] != batch:
+            raise ValueError(f"kv_lengths must have shape ({batch},), got {_shape(L)}")
+        if L.min() < 0 or L.max() > kv_len:
+            raise ValueError(f"kv_lengths must lie in [0, {kv_len}], got {L.tolist()}")
+    cdef cnp.ndarray Bm = None
+    cdef Py_ssize_t bstr[3]
+    if bias is not None:
+        Bm = _check(bias, "bias", 3)
+        if Bm.shape[0] != heads or Bm.shape[1] != q_len or Bm.shape[2] != kv_len:
+            raise ValueError(f"bias must have shape ({heads}, {q_len}, {kv_len}), got {_shape(Bm)}")
+        bstr[0] = Bm.strides[0] // 4; bstr[1] = Bm.strides[1] // 4; bstr[2] = Bm.strides[2] // 4
+    cdef float fscale = (1.0 / np.sqrt(hd)) if scale is None else float(scale)
+    cdef int nt = _nthreads
+    cdef size_t need = pt_attention_scratch_size(kv_len, nt)
+    cdef cnp.ndarray Sc
+    if scratch is None or not isinstance(scratch, np.ndarray) or scratch.dtype != np.float32 \
+            or not scratch.flags.c_contiguous or scratch.size < need or not scratch.flags.writeable:
+        Sc = np.empty(max(need, 1), dtype=np.float32)
+    else:
+        Sc = scratch
+    cdef pt_strides qs = _strides4(Q), ks = _strides4(K), vs = _strides4(Vv), os_ = _strides4(O)
+    cdef const float *pq = _cptr(Q)
+    cdef const float *pk = _cptr(K)
+    cdef const float *pv = _cptr(Vv)
+    cdef float *po = _ptr(O)
+    cdef const int32_t *pl = <const int32_t *>cnp.PyArray_DATA(L) if L is not None else NULL
+    cdef const float *pbias = _cptr(Bm) if Bm is not None else NULL
+    cdef const Py_ssize_t *pbs = bstr if Bm is not None else NULL
+    cdef float *psc = _ptr(Sc)
+    cdef int status
+    cdef int c_causal = causal
+    with nogil:
+        if _isa_avx2:
+            status = pt_attention_avx2(pq, qs, pk, ks, pv, vs, po, os_, pl, pbias, pbs,
+                                       batch, heads, q_len, kv_len, hd, c_causal, q_offset, fscale, psc, nt)
+        else:
+            status = pt_attention_generic(pq, qs, pk, ks, pv, vs, po, os_, pl, pbias, pbs,
+                                          batch, heads, q_len, kv_len, hd, c_causal, q_offset, fscale, psc, nt)
+    _status(status, "attention")
+    return O
+
+
+# ---------------------------------------------------------------- embeddings and positions
+def embedding(object ids, object table, double scale=1.0, object positions=None, object out=None):
+    """out[i] = table[ids[i]] * scale (+ positions[i]); table is a (vocab, d) array or a PackedMatrix
+    holding table^T (a tied output projection)."""
+    cdef cnp.ndarray I = np.ascontiguousarray(ids)
+    if I.ndim != 1:
+        raise ValueError(f"ids must be 1-D, got shape {_shape(I)}")
+    if I.shape[0] == 0:
+        raise ValueError("ids is empty")
+    if not np.issubdtype(I.dtype, np.integer):
+        raise TypeError(f"ids must be integers, got dtype {I.dtype}")
+    I = I.astype(np.int32, copy=False) if I.dtype != np.int32 else I
+    cdef int n = I.shape[0], vocab, d
+    cdef cnp.ndarray T = None
+    cdef PackedMatrix P = None
+    if isinstance(table, PackedMatrix):
+        P = table
+        vocab = P.n
+        d = P.k
+    else:
+        T = _check(table, "table", 2)
+        vocab = T.shape[0]
+        d = T.shape[1]
+    cdef cnp.ndarray Pos = None
+    if positions is not None:
+        Pos = _check(positions, "positions", 2)
+        if Pos.shape[0] != n or Pos.shape[1] != d:
+            raise ValueError(f"positions must have shape ({n}, {d}), got {_shape(Pos)}")
+    cdef cnp.ndarray O = _out2(out, "out", n, d)
+    cdef const int32_t *pi = <const int32_t *>cnp.PyArray_DATA(I)
+    cdef const float *pt = _cptr(T) if T is not None else _cptr(P.data)
+    cdef Py_ssize_t ldt = (_ld(T, 0) if vocab > 1 else d) if T is not None else 0
+    cdef const float *pp = _cptr(Pos) if Pos is not None else NULL
+    cdef Py_ssize_t ldp = (_ld(Pos, 0) if n > 1 else d) if Pos is not None else 0
+    cdef float *po = _ptr(O)
+    cdef Py_ssize_t ldo = _ld(O, 0) if n > 1 else d
+    cdef float fscale = scale
+    cdef int bad = -1, status
+    with nogil:
+        if P is not None:
+            status = pt_embedding_packed(pi, n, pt, vocab, d, fscale, pp, ldp, po, ldo, &bad)
+        else:
+            status = pt_embedding(pi, n, pt, ldt, vocab, d, fscale, pp, ldp, po, ldo, &bad)
+    if status == PT_ERR_INDEX:
+        raise ValueError(f"token id {int(I[bad])} out of range for vocab of {vocab} (position {bad})")
+    _status(status, "embedding")
+    return O
+
+
+def sinusoidal_positions(int n, int d, int offset=0, str layout="interleaved"):
+    """(n, d) sinusoidal position table for positions offset..offset+n-1 (d even)."""
+    if n < 1 or d < 2 or d % 2:
+        raise ValueError(f"sinusoidal_positions needs n >= 1 and an even d >= 2, got n={n}, d={d}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    cdef int lay
+    if layout == "interleaved":
+        lay = PT_POS_INTERLEAVED
+    elif layout == "halves":
+        lay = PT_POS_HALVES
+    else:
+        raise ValueError(f"unknown layout {layout!r}: expected 'interleaved' or 'halves'")
+    cdef cnp.ndarray O = np.empty((n, d), dtype=np.float32)
+    cdef float *po = _ptr(O)
+    cdef int status
+    with nogil:
+        status = pt_sinusoidal_positions(po, d, n, d, offset, lay)
+    _status(status, "sinusoidal_positions")
+    return O
+
+
+# ---------------------------------------------------------------- machine probes (benchmarks)
+def probe_read_bandwidth(object buf, int nthreads=0):
+    """Read a contiguous float32 buffer once over nthreads (default: current setting); returns its sum.
+    Time it over a buffer far larger than the caches to measure sustained read bandwidth."""
+    cdef cnp.ndarray B = _check(buf, "buf", 1)
+    if not B.flags.c_contiguous:
+        raise ValueError("buf must be contiguous")
+    cdef int nt = nthreads if nthreads > 0 else _nthreads
+    cdef const float *p = _cptr(B)
+    cdef size_t n = B.shape[0]
+    cdef double s
+    with nogil:
+        s = pt_probe_read(p, n, nt)
+    return s
+
+
+def probe_fma(long iters, int nthreads=0):
+    """iters rounds of 16 x 8-lane FMAs per thread on the AVX2 path; returns flops done (0 without AVX2)."""
+    if not avx2_available():
+        return 0
+    cdef int nt = nthreads if nthreads > 0 else _nthreads
+    with nogil:
+        pt_probe_fma_avx2(iters, nt)
+    return iters * 16 * 8 * 2 * nt

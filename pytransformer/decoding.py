@@ -1,0 +1,88 @@
+"""pytransformer.decoding - greedy search over Model.decode_step with a preallocated DecoderState.
+
+The loop sees only decode_step: encoder, caches and layers are the model's business. Every
+sequence stops at its own EOS; finished rows keep their slot (so the others stay bitwise the
+same as when decoded alone) and their outputs are ignored.
+"""
+import numpy as np
+
+
+class DecoderState:
+    """Everything one generate() call needs, allocated once: self-attention K/V caches
+    (layers x (B, heads, max_steps, head_dim)), the cross-attention K/V of the sources, and
+    the per-step work buffers."""
+
+    def __init__(self, model, batch, src_len, src_lengths, cross, max_steps):
+        cfg = model.config
+        d, h = cfg.d_model, cfg.num_heads
+        hd = d // h
+        L = cfg.decoder_layers
+        self.batch = batch
+        self.src_len = src_len
+        self.src_lengths = src_lengths
+        self.cross = cross
+        self.max_steps = max_steps
+        self.step = 0
+        self.self_k = np.empty((L, batch, h, max_steps, hd), dtype=np.float32)
+        self.self_v = np.empty((L, batch, h, max_steps, hd), dtype=np.float32)
+        self.x = np.empty((batch, d), dtype=np.float32)
+        self.ctx = np.empty((batch, d), dtype=np.float32)
+        self.qkv = np.empty((batch, 3 * d), dtype=np.float32)
+        self.logits = np.empty((batch, cfg.tgt_vocab_size), dtype=np.float32)
+        from . import _kernels
+        self.scratch = np.empty(max(1, _kernels.get_num_threads()) * (max(max_steps, src_len) + 16),
+                                dtype=np.float32)
+
+    @property
+    def cache_bytes(self):
+        return self.self_k.nbytes + self.self_v.nbytes + sum(c.nbytes for c in self.cross)
+
+
+def _log_softmax_at(logits, tokens):
+    """log p(token) per row, in float64 for a stable log-sum-exp."""
+    z = logits.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    return z[np.arange(len(tokens)), tokens] - lse
+
+
+def check_lengths(max_new_tokens, min_new_tokens):
+    for name, v in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+        raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+
+
+def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, lengths=None):
+    check_lengths(max_new_tokens, min_new_tokens)
+    cfg = model.config
+    state = model.start_decoding(src, max_new_tokens, lengths)
+    B = state.batch
+    eos = cfg.eos_id
+    tokens = np.full(B, cfg.decoder_start_id, dtype=np.int32)
+    out = np.zeros((B, max_new_tokens), dtype=np.int64)
+    scores = np.zeros((B, max_new_tokens), dtype=np.float64) if return_scores else None
+    n_out = np.full(B, max_new_tokens, dtype=np.int64)
+    done = np.zeros(B, dtype=bool)
+    for step in range(max_new_tokens):
+        logits = model.decode_step(state, tokens)
+        if step < min_new_tokens:
+            logits[:, eos] = -np.inf
+        nxt = logits.argmax(axis=1)
+        if return_scores:
+            scores[:, step] = _log_softmax_at(logits, nxt)
+        out[:, step] = nxt
+        finished = (~done) & (nxt == eos)
+        n_out[finished] = step + 1
+        done |= finished
+        if done.all():
+            break
+        tokens = nxt.astype(np.int32)
+        tokens[done] = cfg.pad_id if cfg.pad_id < cfg.tgt_vocab_size else eos
+    seqs = [out[b, :n_out[b]].copy() for b in range(B)]
+    if return_scores:
+        return seqs, [scores[b, :n_out[b]].copy() for b in range(B)]
+    return seqs

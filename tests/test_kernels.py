@@ -1,0 +1,347 @@
+"""test_kernels.py - every kernel against float64 NumPy references, on both ISA paths and 1/2 threads."""
+import numpy as np
+import pytest
+
+import pytransformer
+from pytransformer import _kernels as K
+from pytransformer import ops
+
+from conftest import (ATTENTION_ATOL, ELEMWISE_ATOL, ELEMWISE_RTOL, GEMM_RTOL, NORM_ATOL, SOFTMAX_ATOL,
+                      with_threads)
+import reference as ref
+
+SIZES = [1, 2, 7, 15, 16, 17, 33, 511, 1025]
+ACTS = ["none", "relu", "gelu", "gelu_tanh", "silu"]
+
+
+def f32(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def assert_gemm_close(c, a, b, bias=None, act="none", residual=None):
+    want, scale = ref.gemm(a, b, bias, act, residual)
+    err = np.abs(c.astype(np.float64) - want) / scale
+    assert err.max() <= GEMM_RTOL, f"max scaled error {err.max():.3g} for a {a.shape} @ b {b.shape}"
+
+
+# ---------------------------------------------------------------- GEMM
+GEMM_SHAPES = ([(s, 17, 33) for s in SIZES] + [(7, s, 16) for s in SIZES] + [(15, 33, s) for s in SIZES]
+               + [(33, 1025, 511), (511, 64, 1025), (6, 16, 1), (1, 58, 512)])
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+def test_gemm_matches_float64(isa, threads, m, n, k, rng):
+    a, b = f32(rng, m, k), f32(rng, k, n)
+    assert_gemm_close(ops.matmul(a, b), a, b)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("m,n,k", [(1, 33, 17), (7, 50, 64), (40, 129, 70)])
+def test_linear_fused_bias_activation_residual(isa, act, m, n, k, rng):
+    x, w, bias, res = f32(rng, m, k), f32(rng, n, k), f32(rng, n), f32(rng, m, n)
+    assert_gemm_close(ops.linear(x, w, bias, activation=act), x, w.T, bias, act)
+    assert_gemm_close(ops.linear(x, w, bias, activation=act, residual=res), x, w.T, bias, act, res)
+    assert_gemm_close(ops.linear(x, w), x, w.T)
+
+
+def test_gemm_residual_may_alias_output(isa, rng):
+    x, w, bias = f32(rng, 9, 40), f32(rng, 37, 40), f32(rng, 37)
+    res = f32(rng, 9, 37)
+    expected = ops.linear(x, w, bias, residual=res)
+    inplace = res.copy()
+    K.gemm(x, K.pack(w, transpose=True), bias, inplace, "none", inplace)
+    np.testing.assert_array_equal(inplace, expected)
+
+
+def test_gemm_strided_and_transposed_inputs(isa, rng):
+    big = f32(rng, 20, 50)
+    a = big[::2, 3:43]                      # row stride 100 floats, offset start
+    bt = f32(rng, 30, 40)                   # b = bt.T, a transposed view
+    b_neg = f32(rng, 40, 30)[::-1]          # negative row stride
+    for b in (bt.T, b_neg, f32(rng, 40, 60)[:, ::2]):
+        assert_gemm_close(ops.matmul(a, b), a, b)
+
+
+def test_gemm_leading_batch_axes(isa, rng):
+    a, b = f32(rng, 2, 3, 5, 11), f32(rng, 11, 7)
+    c = ops.matmul(a, b)
+    assert c.shape == (2, 3, 5, 7)
+    assert_gemm_close(c.reshape(-1, 7), a.reshape(-1, 11), b)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 2048, 512), (16, 2048, 512), (37, 100, 1025), (600, 130, 64)])
+def test_gemm_bitwise_same_for_1_and_2_threads(isa, m, n, k, rng):
+    a, w, bias = f32(rng, m, k), f32(rng, n, k), f32(rng, n)
+    wp = K.pack(w, transpose=True)
+    c1 = with_threads(1, K.gemm, a, wp, bias, None, "gelu")
+    c2 = with_threads(2, K.gemm, a, wp, bias, None, "gelu")
+    np.testing.assert_array_equal(c1, c2)
+
+
+@pytest.mark.parametrize("m", [2, 5, 8, 9, 37, 100])
+def test_gemm_row_alone_equals_row_in_batch(isa, threads, m, rng):
+    """The determinism contract: a row's result does not depend on the rows around it."""
+    a, w, bias = f32(rng, m, 96), f32(rng, 200, 96), f32(rng, 200)
+    wp = K.pack(w, transpose=True)
+    full = K.gemm(a, wp, bias, None, "silu")
+    for i in (0, m // 2, m - 1):
+        np.testing.assert_array_equal(K.gemm(a[i:i + 1], wp, bias, None, "silu"), full[i:i + 1])
+
+
+def test_isa_paths_agree(rng):
+    if not K.avx2_available():
+        pytest.skip("this CPU has no AVX2+FMA: only the portable path exists here")
+    a, b = f32(rng, 33, 129), f32(rng, 129, 65)
+    before = K.get_isa()
+    try:
+        K.set_isa("generic"); g = ops.matmul(a, b)
+        K.set_isa("avx2"); v = ops.matmul(a, b)
+    finally:
+        K.set_isa(before)
+    assert_gemm_close(g, a, b)
+    assert_gemm_close(v, a, b)
+    assert not np.array_equal(g, np.zeros_like(g))
+
+
+def test_packed_matrix_roundtrip(rng):
+    w = f32(rng, 37, 20)
+    p = K.pack(w, transpose=True)
+    assert p.shape == (20, 37) and p.data.size % 16 == 0
+    # the embedding gather reads rows of W back out of the packed panels
+    ids = np.array([0, 36, 5, 16, 17], dtype=np.int32)
+    np.testing.assert_array_equal(K.embedding(ids, p, 1.0), w[ids])
+
+
+# ---------------------------------------------------------------- activations
+@pytest.mark.parametrize("act", ACTS[1:])
+@pytest.mark.parametrize("n", SIZES)
+def test_activations(isa, act, n, rng):
+    x = f32(rng, 3, n, scale=4.0)
+    x[0, :min(n, 6)] = np.array([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0], np.float32)[:min(n, 6)]
+    bias = f32(rng, n)
+    got = ops.activation(x, act, bias=bias)
+    want = ref.act(x.astype(np.float64) + bias.astype(np.float64), act)
+    np.testing.assert_allclose(got, want, rtol=ELEMWISE_RTOL, atol=ELEMWISE_ATOL)
+
+
+def test_activation_named_wrappers(isa, rng):
+    x = f32(rng, 4, 33, scale=3.0)
+    np.testing.assert_allclose(ops.relu(x), ref.act(x, "relu"), atol=0)
+    np.testing.assert_allclose(ops.gelu(x), ref.act(x, "gelu"), rtol=ELEMWISE_RTOL, atol=ELEMWISE_ATOL)
+    np.testing.assert_allclose(ops.gelu(x, approximate="tanh"), ref.act(x, "gelu_tanh"),
+                               rtol=ELEMWISE_RTOL, atol=ELEMWISE_ATOL)
+    np.testing.assert_allclose(ops.silu(x), ref.act(x, "silu"), rtol=ELEMWISE_RTOL, atol=ELEMWISE_ATOL)
+
+
+def test_activation_extremes(isa):
+    x = np.array([[np.inf, -np.inf, 88.0, -88.0, 1e4, -1e4, 0.5]], np.float32)
+    for act in ("relu", "gelu", "gelu_tanh", "silu"):
+        y = ops.activation(x, act)
+        np.testing.assert_allclose(y[0, 2:], ref.act(x[0, 2:], act), rtol=1e-6, atol=1e-6)
+        assert y[0, 0] == np.inf and y[0, 1] == 0.0, (act, y)
+    assert np.isnan(ops.activation(np.array([np.nan], np.float32), "gelu")).all()
+
+
+def test_activation_position_independent(isa, rng):
+    """The same value gives the same bits wherever it sits in a row (masked vector tails)."""
+    x = f32(rng, 1, 23, scale=3.0)
+    for act in ACTS[1:]:
+        full = ops.activation(x, act)
+        for j in range(23):
+            np.testing.assert_array_equal(ops.activation(x[:, j:j + 1].copy(), act)[0, 0], full[0, j])
+
+
+# ---------------------------------------------------------------- softmax
+@pytest.mark.parametrize("cols", SIZES)
+def test_softmax_rows(isa, threads, cols, rng):
+    x = f32(rng, 5, cols, scale=5.0)
+    np.testing.assert_allclose(ops.softmax(x), ref.softmax(x), atol=SOFTMAX_ATOL)
+
+
+def test_softmax_lengths_and_causal(isa, rng):
+    x = f32(rng, 3, 2, 6, 9, scale=3.0)
+    lengths = np.array([9, 4, 0])
+    got = ops.softmax(x, lengths=lengths, causal=True)
+    for b in range(3):
+        for h in range(2):
+            valid = [min(lengths[b], t + 1) for t in range(6)]
+            np.testing.assert_allclose(got[b, h], ref.softmax(x[b, h], valid), atol=SOFTMAX_ATOL)
+    assert np.all(got[2] == 0.0) and not np.isnan(got).any()
+
+
+def test_softmax_infinities_never_nan(isa):
+    x = np.array([[-np.inf, -np.inf, -np.inf], [-np.inf, 0.0, -np.inf], [1e30, -1e30, 1e30]], np.float32)
+    y = ops.softmax(x)
+    assert not np.isnan(y).any()
+    np.testing.assert_array_equal(y[0], 0.0)
+    np.testing.assert_allclose(y[1], [0, 1, 0])
+    np.testing.assert_allclose(y[2], [0.5, 0, 0.5])
+
+
+# ---------------------------------------------------------------- norms
+@pytest.mark.parametrize("cols", SIZES)
+def test_layer_norm_and_rms_norm(isa, threads, cols, rng):
+    x = f32(rng, 6, cols, scale=3.0) + 2.0
+    w, b = f32(rng, cols), f32(rng, cols)
+    np.testing.assert_allclose(ops.layer_norm(x, w, b, eps=1e-5), ref.layer_norm(x, w, b, 1e-5), atol=NORM_ATOL)
+    np.testing.assert_allclose(ops.layer_norm(x, w, None), ref.layer_norm(x, w, None, 1e-5), atol=NORM_ATOL)
+    np.testing.assert_allclose(ops.rms_norm(x, w, eps=1e-6), ref.rms_norm(x, w, 1e-6), atol=NORM_ATOL)
+
+
+def test_fused_residual_norm_and_aliasing(isa, rng):
+    x, r = f32(rng, 7, 96), f32(rng, 7, 96)
+    w, b = f32(rng, 96), f32(rng, 96)
+    h = x.astype(np.float64) + r
+    np.testing.assert_allclose(ops.layer_norm(x, w, b, residual=r), ref.layer_norm(h, w, b, 1e-5), atol=NORM_ATOL)
+    np.testing.assert_allclose(ops.rms_norm(x, w, residual=r), ref.rms_norm(h, w, 1e-6), atol=NORM_ATOL)
+    # sum_out keeps x + r for the pre-norm residual stream; outputs may overwrite the inputs
+    x2, r2 = x.copy(), r.copy()
+    K.norm(x2, w, b, 1e-5, False, r2, r2, x2)
+    np.testing.assert_array_equal(r2, x + r)
+    np.testing.assert_allclose(x2, ref.layer_norm(h, w, b, 1e-5), atol=NORM_ATOL)
+
+
+def test_norm_strided_rows(isa, rng):
+    big = f32(rng, 10, 80)
+    x = big[::3, 5:69]
+    w = f32(rng, 64)
+    np.testing.assert_allclose(ops.layer_norm(x, w), ref.layer_norm(x, w, None, 1e-5), atol=NORM_ATOL)
+
+
+# ---------------------------------------------------------------- attention
+@pytest.mark.parametrize("B,T,S,H,D", [(1, 1, 1, 1, 1), (2, 1, 17, 8, 64), (3, 7, 33, 3, 32), (2, 33, 33, 2, 16),
+                                       (1, 5, 511, 2, 15)])
+def test_attention_matches_float64(isa, threads, B, T, S, H, D, rng):
+    q, k, v = f32(rng, B, T, H, D), f32(rng, B, S, H, D), f32(rng, B, S, H, D)
+    lengths = rng.integers(1, S + 1, size=B)
+    got = ops.attention(q, k, v, lengths=lengths)
+    np.testing.assert_allclose(got, ref.attention(q, k, v, lengths), atol=ATTENTION_ATOL)
+
+
+def test_attention_causal_offset_bias_and_empty_rows(isa, rng):
+    B, T, S, H, D = 3, 4, 10, 2, 8
+    q, k, v = f32(rng, B, T, H, D), f32(rng, B, S, H, D), f32(rng, B, S, H, D)
+    bias = f32(rng, H, T, S)
+    lengths = np.array([10, 3, 0])
+    got = ops.attention(q, k, v, lengths=lengths, causal=True, q_offset=6, bias=bias, scale=0.3)
+    want = ref.attention(q, k, v, lengths, causal=True, q_offset=6, bias=bias, scale=0.3)
+    np.testing.assert_allclose(got, want, atol=ATTENTION_ATOL)
+    assert np.all(got[2] == 0.0)
+
+
+def test_attention_cache_layout_views(isa, rng):
+    """K/V read through the (B, H, Tmax, D) cache layout as transposed strided views."""
+    B, H, Tmax, D, t = 2, 4, 12, 16, 7
+    kc, vc = f32(rng, B, H, Tmax, D), f32(rng, B, H, Tmax, D)
+    q = f32(rng, B, 1, H, D)
+    k = kc[:, :, :t].transpose(0, 2, 1, 3)
+    v = vc[:, :, :t].transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(K.attention(q, k, v), ref.attention(q, k, v), atol=ATTENTION_ATOL)
+
+
+def test_attention_sequence_alone_equals_in_padded_batch(isa, threads, rng):
+    H, D = 4, 16
+    lens = [5, 12, 9]
+    S = max(lens)
+    q, k, v = f32(rng, 3, S, H, D), f32(rng, 3, S, H, D), f32(rng, 3, S, H, D)
+    batch = K.attention(q, k, v, kv_lengths=np.array(lens))
+    for b, n in enumerate(lens):
+        alone = K.attention(q[b:b + 1, :n].copy(), k[b:b + 1, :n].copy(), v[b:b + 1, :n].copy())
+        np.testing.assert_array_equal(alone, batch[b:b + 1, :n])
+
+
+def test_attention_threads_bitwise(isa, rng):
+    q, k, v = f32(rng, 2, 9, 8, 64), f32(rng, 2, 40, 8, 64), f32(rng, 2, 40, 8, 64)
+    a1 = with_threads(1, K.attention, q, k, v, None, np.array([40, 21]), None, True, 31)
+    a2 = with_threads(2, K.attention, q, k, v, None, np.array([40, 21]), None, True, 31)
+    np.testing.assert_array_equal(a1, a2)
+
+
+def test_attention_3d_with_num_heads(isa, rng):
+    q, k, v = f32(rng, 2, 3, 12), f32(rng, 2, 5, 12), f32(rng, 2, 5, 12)
+    got = ops.attention(q, k, v, num_heads=3)
+    want = ref.attention(q.reshape(2, 3, 3, 4), k.reshape(2, 5, 3, 4), v.reshape(2, 5, 3, 4))
+    np.testing.assert_allclose(got, want.reshape(2, 3, 12), atol=ATTENTION_ATOL)
+
+
+# ---------------------------------------------------------------- embeddings and positions
+def test_embedding_gather_scale(rng):
+    table = f32(rng, 50, 24)
+    ids = np.array([[3, 0, 49], [7, 7, 1]])
+    got = ops.embedding(ids, table, scale=2.5)
+    np.testing.assert_array_equal(got, table[ids] * np.float32(2.5))
+    with pytest.raises(ValueError, match=r"token id 50 out of range for vocab of 50"):
+        ops.embedding(np.array([1, 50]), table)
+    with pytest.raises(ValueError, match=r"token id -1"):
+        ops.embedding(np.array([-1]), table)
+
+
+@pytest.mark.parametrize("n,d,offset,layout", [(1, 2, 0, "interleaved"), (64, 96, 0, "interleaved"),
+                                               (33, 512, 0, "interleaved"), (40, 16, 2, "halves"),
+                                               (1025, 64, 0, "halves")])
+def test_sinusoidal_positions(n, d, offset, layout):
+    got = ops.sinusoidal_positions(n, d, offset, layout)
+    np.testing.assert_allclose(got, ref.sinusoidal(n, d, offset, layout), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs_raise_clear_errors(rng):
+    a = f32(rng, 4, 5)
+    with pytest.raises(TypeError, match="float32"):
+        ops.matmul(a.astype(np.float64), a.T)
+    with pytest.raises(ValueError, match=r"a is \(4, 5\), b is \(4, 5\)"):
+        ops.matmul(a, a)
+    with pytest.raises(ValueError, match="empty"):
+        ops.matmul(np.zeros((0, 5), np.float32), a.T)
+    with pytest.raises(TypeError, match="numpy"):
+        ops.matmul([[1.0]], a)
+    with pytest.raises(ValueError, match="contiguous along its last axis"):
+        K.gemm(a.T, K.pack(a), None, None, "none")
+    with pytest.raises(ValueError, match=r"weight \(3, 7\) expects 7"):
+        ops.linear(a, f32(rng, 3, 7))
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        ops.linear(a, f32(rng, 3, 5), f32(rng, 4))
+    with pytest.raises(ValueError, match="unknown activation"):
+        ops.linear(a, f32(rng, 3, 5), activation="tanhh")
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 3\)"):
+        K.gemm(a, K.pack(f32(rng, 3, 5), transpose=True), out=np.empty((4, 4), np.float32))
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.empty((4, 3), np.float32); ro.flags.writeable = False
+        K.gemm(a, K.pack(f32(rng, 3, 5), transpose=True), out=ro)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 5\]"):
+        ops.softmax(a, lengths=[1, 2, 3, 6])
+    with pytest.raises(ValueError, match=r"weight must have shape \(5,\)"):
+        ops.layer_norm(a, f32(rng, 4))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        ops.layer_norm(a, f32(rng, 5), eps=0.0)
+    with pytest.raises(ValueError, match=r"k must have shape \(1, S, 2, 4\)"):
+        ops.attention(f32(rng, 1, 3, 2, 4), f32(rng, 1, 3, 2, 5), f32(rng, 1, 3, 2, 5))
+    with pytest.raises(ValueError, match="kv_lengths must lie"):
+        ops.attention(f32(rng, 1, 3, 2, 4), f32(rng, 1, 3, 2, 4), f32(rng, 1, 3, 2, 4), lengths=[4])
+    with pytest.raises(ValueError, match="approximate"):
+        ops.gelu(a, approximate="fast")
+    with pytest.raises(ValueError, match="even d"):
+        ops.sinusoidal_positions(4, 7)
+
+
+def test_runtime_controls():
+    info = pytransformer.cpu_info()
+    assert info["isa"] in ("generic", "avx2")
+    assert set(info["features"]) >= {"avx2", "fma"}
+    assert info["avx2_compiled"] in (True, False)
+    assert pytransformer.openmp_enabled() == info["openmp"]
+    before = pytransformer.get_num_threads()
+    try:
+        pytransformer.set_num_threads(1)
+        assert pytransformer.get_num_threads() == 1
+        with pytest.raises(ValueError, match=">= 1"):
+            pytransformer.set_num_threads(0)
+        with pytest.raises(TypeError):
+            pytransformer.set_num_threads(1.5)
+    finally:
+        pytransformer.set_num_threads(before)
+    with pytest.raises(ValueError, match="unknown ISA"):
+        K.set_isa("sse9")
+    if not K.avx2_available():
+        with pytest.raises(RuntimeError, match="AVX2"):
+            K.set_isa("avx2")
