@@ -33,6 +33,9 @@ def machine_line(threads):
             f"{datetime.date.today().isoformat()}")
 
 
+SETTLE_SECONDS = 0.2
+
+
 def alternate(fns, reps, min_time=0.0):
     """Time each callable in fns (dict name -> fn) `reps` times, interleaved; returns name -> median seconds.
 
@@ -45,6 +48,9 @@ def alternate(fns, reps, min_time=0.0):
         inner[name] = max(1, int(min_time / dt) if dt > 0 else 1)
     for _ in range(reps):
         for name, fn in fns.items():
+            # Thread pools (OpenMP, OpenBLAS) spin for a while after their last job; let the
+            # previous engine's workers go to sleep so they do not steal this engine's cores.
+            time.sleep(SETTLE_SECONDS)
             n = inner[name]
             t0 = time.perf_counter()
             for _ in range(n):

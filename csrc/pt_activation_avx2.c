@@ -54,11 +54,8 @@ int pt_bias_activation_avx2(const float *x, ptrdiff_t ldx, const float *bias, fl
     if (!x || !y || rows <= 0 || cols <= 0 || act < 0 || act >= PT_ACT_COUNT) return PT_ERR_ARG;
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((double)rows * cols < PT_ACT_PARALLEL_GRAIN || rows < 2) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int r = 0; r < rows; r++)
-        act_row(x + (ptrdiff_t)r * ldx, bias, y + (ptrdiff_t)r * ldy, (size_t)cols, act);
+    PT_PARALLEL_FOR(nt, r, rows, act_row(x + (ptrdiff_t)r * ldx, bias, y + (ptrdiff_t)r * ldy, (size_t)cols, act);
+    );
     (void)nt;
     return PT_OK;
 }

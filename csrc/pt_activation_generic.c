@@ -46,17 +46,14 @@ int pt_bias_activation_generic(const float *x, ptrdiff_t ldx, const float *bias,
     if (!x || !y || rows <= 0 || cols <= 0 || act < 0 || act >= PT_ACT_COUNT) return PT_ERR_ARG;
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((double)rows * cols < PT_ACT_PARALLEL_GRAIN || rows < 2) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int r = 0; r < rows; r++) {
+    PT_PARALLEL_FOR(nt, r, rows,
         const float *xr = x + (ptrdiff_t)r * ldx;
         float *yr = y + (ptrdiff_t)r * ldy;
         for (int j = 0; j < cols; j++) {
             float h = bias ? xr[j] + bias[j] : xr[j];
             yr[j] = act_one(h, act);
         }
-    }
+    );
     (void)nt;
     return PT_OK;
 }

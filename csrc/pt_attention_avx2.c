@@ -15,7 +15,10 @@
  * The softmax of a query row sees exactly its visible keys, and the output element d is one FMA chain
  * over those keys in order. Nothing depends on kv_len, q_len, other batch rows or the thread count. */
 
-#define PT_ATTN_PARALLEL_GRAIN 65536.0
+/* Threads pay off once the keys and values read outweigh a parallel region's start-up (a few us):
+ * decode-time attention reads caches that the weight stream has evicted, so it is memory-bound.
+ * Measured in key elements touched (pairs x keys x head_dim). */
+#define PT_ATTN_PARALLEL_GRAIN 8192.0
 #define PT_ATTN_ROW_ALIGN 16 /* must match the rule in pt_attention_scratch_size */
 
 static inline int visible_keys(int kv_valid, int causal, int q_offset, int t) {
@@ -111,13 +114,24 @@ static void block_scores(const float *q0, ptrdiff_t qseq, int nq, const float *k
 
 // ---- weighted sum of values
 
-/* o[d] = sum_{s<n} p[s] v_s[d]: 64 (then 32, then 8) output columns held in registers across all keys. */
-static void weighted_values(const float *p, int n, const float *vb, ptrdiff_t vseq, int dh, float *o) {
+/* Every output element is one FMA chain acc = fma(p_s, v_s[d], acc) over s = 0, 1, ... n-1 from acc = 0.
+ * The single-query kernel can resume a chain from o (exact: a float round trip through memory), which
+ * lets a group of queries with different key counts share the common prefix and finish one by one. */
+
+/* o[d] (from 0 or resumed from o) += sum_{s0<=s<s1} p[s] v_s[d]: 64 (then 32, then 8) columns in registers. */
+static void weighted_values_1(const float *p, int s0, int s1, const float *vb, ptrdiff_t vseq, int dh,
+                              float *o, int resume) {
     int d = 0;
     for (; d + 64 <= dh; d += 64) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        const float *vr = vb + d;
-        for (int s = 0; s < n; s++, vr += vseq) {
+        if (resume) {
+            a0 = _mm256_loadu_ps(o + d); a1 = _mm256_loadu_ps(o + d + 8);
+            a2 = _mm256_loadu_ps(o + d + 16); a3 = _mm256_loadu_ps(o + d + 24);
+            a4 = _mm256_loadu_ps(o + d + 32); a5 = _mm256_loadu_ps(o + d + 40);
+            a6 = _mm256_loadu_ps(o + d + 48); a7 = _mm256_loadu_ps(o + d + 56);
+        }
+        const float *vr = vb + (ptrdiff_t)s0 * vseq + d;
+        for (int s = s0; s < s1; s++, vr += vseq) {
             __m256 w = _mm256_broadcast_ss(p + s);
             a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
             a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
@@ -135,8 +149,12 @@ static void weighted_values(const float *p, int n, const float *vb, ptrdiff_t vs
     }
     for (; d + 32 <= dh; d += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const float *vr = vb + d;
-        for (int s = 0; s < n; s++, vr += vseq) {
+        if (resume) {
+            a0 = _mm256_loadu_ps(o + d); a1 = _mm256_loadu_ps(o + d + 8);
+            a2 = _mm256_loadu_ps(o + d + 16); a3 = _mm256_loadu_ps(o + d + 24);
+        }
+        const float *vr = vb + (ptrdiff_t)s0 * vseq + d;
+        for (int s = s0; s < s1; s++, vr += vseq) {
             __m256 w = _mm256_broadcast_ss(p + s);
             a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), a0);
             a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), a1);
@@ -148,11 +166,51 @@ static void weighted_values(const float *p, int n, const float *vb, ptrdiff_t vs
     }
     for (; d < dh; d += 8) {
         const __m256i m = pt_tail_mask(dh - d < 8 ? dh - d : 8);
-        __m256 a0 = _mm256_setzero_ps();
-        const float *vr = vb + d;
-        for (int s = 0; s < n; s++, vr += vseq)
+        __m256 a0 = resume ? _mm256_maskload_ps(o + d, m) : _mm256_setzero_ps();
+        const float *vr = vb + (ptrdiff_t)s0 * vseq + d;
+        for (int s = s0; s < s1; s++, vr += vseq)
             a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + s), _mm256_maskload_ps(vr, m), a0);
         _mm256_maskstore_ps(o + d, m, a0);
+    }
+}
+
+/* Four queries over the keys they all see, s < n: each row of V is loaded once for four outputs
+ * (16 columns x 4 queries in registers), a quarter of the V traffic of four single-query passes. */
+static void weighted_values_4(const float *const p[4], int n, const float *vb, ptrdiff_t vseq, int dh,
+                              float *const o[4]) {
+    int d = 0;
+    for (; d + 16 <= dh; d += 16) {
+        __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+        const float *vr = vb + d;
+        for (int s = 0; s < n; s++, vr += vseq) {
+            __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+            __m256 w = _mm256_broadcast_ss(p[0] + s);
+            a0 = _mm256_fmadd_ps(w, v0, a0); b0 = _mm256_fmadd_ps(w, v1, b0);
+            w = _mm256_broadcast_ss(p[1] + s);
+            a1 = _mm256_fmadd_ps(w, v0, a1); b1 = _mm256_fmadd_ps(w, v1, b1);
+            w = _mm256_broadcast_ss(p[2] + s);
+            a2 = _mm256_fmadd_ps(w, v0, a2); b2 = _mm256_fmadd_ps(w, v1, b2);
+            w = _mm256_broadcast_ss(p[3] + s);
+            a3 = _mm256_fmadd_ps(w, v0, a3); b3 = _mm256_fmadd_ps(w, v1, b3);
+        }
+        _mm256_storeu_ps(o[0] + d, a0); _mm256_storeu_ps(o[0] + d + 8, b0);
+        _mm256_storeu_ps(o[1] + d, a1); _mm256_storeu_ps(o[1] + d + 8, b1);
+        _mm256_storeu_ps(o[2] + d, a2); _mm256_storeu_ps(o[2] + d + 8, b2);
+        _mm256_storeu_ps(o[3] + d, a3); _mm256_storeu_ps(o[3] + d + 8, b3);
+    }
+    for (; d < dh; d += 8) {
+        const __m256i m = pt_tail_mask(dh - d < 8 ? dh - d : 8);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *vr = vb + d;
+        for (int s = 0; s < n; s++, vr += vseq) {
+            __m256 v0 = _mm256_maskload_ps(vr, m);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p[0] + s), v0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p[1] + s), v0, a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p[2] + s), v0, a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(p[3] + s), v0, a3);
+        }
+        _mm256_maskstore_ps(o[0] + d, m, a0); _mm256_maskstore_ps(o[1] + d, m, a1);
+        _mm256_maskstore_ps(o[2] + d, m, a2); _mm256_maskstore_ps(o[3] + d, m, a3);
     }
 }
 
@@ -169,14 +227,17 @@ static void attend_pair(const float *qb, ptrdiff_t qseq, const float *kb, ptrdif
         const int nmax = visible_keys(kv_valid, causal, q_offset, t0 + nq - 1);
         if (nmax > 0)
             block_scores(qb + t0 * qseq, qseq, nq, kb, kseq, nmax, head_dim, scale, S, ldS);
+        /* probabilities for every query of the block first, then the values in groups of four */
+        int first = nq; /* queries before `first` see no key (only with causal and q_offset < 0) */
         for (int i = 0; i < nq; i++) {
             const int t = t0 + i;
             const int n = visible_keys(kv_valid, causal, q_offset, t);
-            float *ot = ob + t * oseq;
             if (n == 0) {
+                float *ot = ob + t * oseq;
                 for (int d = 0; d < head_dim; d++) ot[d] = 0.0f;
                 continue;
             }
+            if (first == nq) first = i;
             float *st = S + i * ldS;
             if (bias_h) {
                 const float *bt = bias_h + t * bias_strides[1];
@@ -184,7 +245,26 @@ static void attend_pair(const float *qb, ptrdiff_t qseq, const float *kb, ptrdif
                 for (int s = 0; s < n; s++) st[s] += bt[s * bk];
             }
             pt_softmax_avx2(st, 0, st, 0, 1, n, NULL, 1); /* all -inf gives zeros, hence a zero output */
-            weighted_values(st, n, vb, vseq, head_dim, ot);
+        }
+        int i = first;
+        for (; i + 4 <= nq; i += 4) {
+            /* visible_keys is nondecreasing in t: the group's first query sees the fewest keys */
+            const int common = visible_keys(kv_valid, causal, q_offset, t0 + i);
+            const float *p4[4];
+            float *o4[4];
+            for (int j = 0; j < 4; j++) {
+                p4[j] = S + (i + j) * ldS;
+                o4[j] = ob + (t0 + i + j) * oseq;
+            }
+            weighted_values_4(p4, common, vb, vseq, head_dim, o4);
+            for (int j = 1; j < 4; j++) {
+                const int n = visible_keys(kv_valid, causal, q_offset, t0 + i + j);
+                if (n > common) weighted_values_1(p4[j], common, n, vb, vseq, head_dim, o4[j], 1);
+            }
+        }
+        for (; i < nq; i++) {
+            const int n = visible_keys(kv_valid, causal, q_offset, t0 + i);
+            weighted_values_1(S + i * ldS, 0, n, vb, vseq, head_dim, ob + (t0 + i) * oseq, 0);
         }
     }
 }
@@ -204,17 +284,10 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     const int pairs = batch * heads;
     int nt = nthreads < 1 ? 1 : nthreads;
     if (nt > pairs) nt = pairs;
-    if (2.0 * pairs * q_len * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int pair = 0; pair < pairs; pair++) {
+    if ((double)pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
+    PT_PARALLEL_FOR(nt, pair, pairs,
         const int b = pair / heads, h = pair % heads;
-#ifdef _OPENMP
-        float *S = scratch + (size_t)omp_get_thread_num() * slice;
-#else
-        float *S = scratch;
-#endif
+        float *S = scratch + (size_t)pt_thread_id() * slice;
         int kv_valid = kv_lengths ? kv_lengths[b] : kv_len;
         if (kv_valid > kv_len) kv_valid = kv_len;
         if (kv_valid < 0) kv_valid = 0;
@@ -222,7 +295,7 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
                     v + b * vs.batch + h * vs.head, vs.seq, out + b * os.batch + h * os.head, os.seq,
                     bias ? bias + h * bias_strides[0] : NULL, bias_strides, kv_valid, q_len, head_dim,
                     causal, q_offset, scale, S, ldS, qblock);
-    }
+    );
     (void)nt;
     return PT_OK;
 }

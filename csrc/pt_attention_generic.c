@@ -19,7 +19,10 @@ size_t pt_attention_scratch_size(int kv_len, int nthreads) {
 }
 
 /* Below this many multiply-adds (both products) one thread is faster than a parallel region. */
-#define PT_ATTN_PARALLEL_GRAIN 65536.0
+/* Threads pay off once the keys and values read outweigh a parallel region's start-up (a few us):
+ * decode-time attention reads caches that the weight stream has evicted, so it is memory-bound.
+ * Measured in key elements touched (pairs x keys x head_dim). */
+#define PT_ATTN_PARALLEL_GRAIN 8192.0
 
 /* Number of keys query t may see: s < kv_valid and, when causal, s <= q_offset + t. */
 static inline int visible_keys(int kv_valid, int causal, int q_offset, int t) {
@@ -43,17 +46,10 @@ int pt_attention_generic(const float *q, pt_strides qs, const float *k, pt_strid
     const int pairs = batch * heads;
     int nt = nthreads < 1 ? 1 : nthreads;
     if (nt > pairs) nt = pairs;
-    if (2.0 * pairs * q_len * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int pair = 0; pair < pairs; pair++) {
+    if ((double)pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
+    PT_PARALLEL_FOR(nt, pair, pairs,
         const int b = pair / heads, h = pair % heads;
-#ifdef _OPENMP
-        float *scores = scratch + (size_t)omp_get_thread_num() * slice;
-#else
-        float *scores = scratch;
-#endif
+        float *scores = scratch + (size_t)pt_thread_id() * slice;
         int kv_valid = kv_lengths ? kv_lengths[b] : kv_len;
         if (kv_valid > kv_len) kv_valid = kv_len;
         if (kv_valid < 0) kv_valid = 0;
@@ -63,8 +59,10 @@ int pt_attention_generic(const float *q, pt_strides qs, const float *k, pt_strid
             const float *qt = q + b * qs.batch + t * qs.seq + h * qs.head;
             float *ot = out + b * os.batch + t * os.seq + h * os.head;
             const int n = visible_keys(kv_valid, causal, q_offset, t);
-            for (int d = 0; d < head_dim; d++) ot[d] = 0.0f;
-            if (n == 0) continue;
+            if (n == 0) {
+                for (int d = 0; d < head_dim; d++) ot[d] = 0.0f;
+                continue;
+            }
             const float *bt = bias ? bias + h * bias_strides[0] + t * bias_strides[1] : NULL;
             for (int s = 0; s < n; s++) {
                 const float *kr = kb + s * ks.seq;
@@ -75,13 +73,15 @@ int pt_attention_generic(const float *q, pt_strides qs, const float *k, pt_strid
             }
             /* one softmax for the whole library: a fully -inf row comes back as zeros */
             pt_softmax_generic(scores, 0, scores, 0, 1, n, NULL, 1);
+            /* out is cleared only now that q_t has been read: out may be the same memory as q */
+            for (int d = 0; d < head_dim; d++) ot[d] = 0.0f;
             for (int s = 0; s < n; s++) {
                 const float p = scores[s];
                 const float *vr = vb + s * vs.seq;
                 for (int d = 0; d < head_dim; d++) ot[d] += p * vr[d];
             }
         }
-    }
+    );
     (void)nt; (void)slice;
     return PT_OK;
 }

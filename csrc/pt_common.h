@@ -33,4 +33,29 @@ enum {
     PT_POS_HALVES = 1       /* first half sin, second half cos (Marian, fairseq, M2M100) */
 };
 
+/* ---- threading
+ * PT_PARALLEL_FOR(nt_expr, i, n, body...): runs body for i = 0..n-1, split statically over nt
+ * OpenMP threads. With one thread it is a plain loop and no parallel region is entered at all:
+ * libgomp allocates a team even for an `if(0)` region, which costs more than the small kernels
+ * of a decode step (and those are also called from inside other kernels' parallel loops). */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int pt_thread_id(void) { return omp_get_thread_num(); }
+#define PT_OMP_FOR_NT_ _Pragma("omp parallel for schedule(static) num_threads(pt_nt_)")
+#else
+static inline int pt_thread_id(void) { return 0; }
+#define PT_OMP_FOR_NT_
+#endif
+#define PT_PARALLEL_FOR(nt_expr, i, n, ...)                                   \
+    do {                                                                      \
+        const int pt_nt_ = (nt_expr);                                         \
+        const int pt_n_ = (n);                                                \
+        if (pt_nt_ > 1) {                                                     \
+            PT_OMP_FOR_NT_                                                    \
+            for (int i = 0; i < pt_n_; i++) { __VA_ARGS__ }                   \
+        } else {                                                              \
+            for (int i = 0; i < pt_n_; i++) { __VA_ARGS__ }                   \
+        }                                                                     \
+    } while (0)
+
 #endif

@@ -3,17 +3,12 @@
 
 #include <immintrin.h>
 #include "pt_gemm.h"
+#include "pt_gemm_internal.h"
 #include "pt_activation.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-/* Defined in pt_gemm_generic.c so both paths validate and split work identically. */
-int pt_gemm_check_args(const float *a, ptrdiff_t lda, const float *bp, const float *residual, ptrdiff_t ldr,
-                       const float *c, ptrdiff_t ldc, int m, int n, int k, int act, int nthreads);
-int pt_gemm_team_size(int m, int n, int k, int nthreads);
-void pt_gemm_split(int m, int npanels, int row_unit, int tid, int nth, int *r0, int *r1, int *p0, int *p1);
 
 // ---- block sizes
 
@@ -40,35 +35,39 @@ void pt_gemm_split(int m, int npanels, int row_unit, int tid, int nth, int *r0, 
 
 /* acc[r][*] = sum_kk a[r][kk] * B[kk, panels] over NP consecutive panels, one FMA chain per
  * element, kk ascending; results go to tile (row stride PT_GEMM_TILE_LD).
- * Each (MR, NP) shape is its own function with exactly sized arrays, so the loops unroll
- * fully and GCC keeps acc in registers (a larger shared array ends up spilled every step).
+ * Each (MR, NP) shape is its own function with exactly sized arrays, and the small loops carry
+ * unroll pragmas: only fully unrolled does GCC keep acc in registers (otherwise it stores the
+ * accumulators to the stack on every k step).
  * Few rows (decode) take several panels at once so there are still >= 8 independent chains
  * to cover the FMA latency: 1x4 panels = 8, 2x2 = 8, 3x2 = 12, 4x1 = 8, 5x1 = 10, 6x1 = 12. */
 typedef void (*tile_fn)(const float *const *arow, const float *bp, size_t pstride, int k, float *tile);
 
-#define PT_DEFINE_TILE(MR, NP)                                                                       \
-    static void tile_##MR##x##NP(const float *const *arow, const float *bp, size_t pstride, int k,   \
-                                 float *tile) {                                                      \
-        __m256 acc[MR][2 * NP];                                                                      \
-        const float *ar[MR];                                                                         \
-        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                                                               \
-            ar[r] = arow[r];                                                                         \
-            _Pragma("GCC unroll 8") for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_setzero_ps();                        \
-        }                                                                                            \
-        for (int kk = 0; kk < k; kk++) {                                                             \
-            __m256 b[2 * NP];                                                                        \
-            _Pragma("GCC unroll 8") for (int q = 0; q < NP; q++) {                                                           \
-                _mm_prefetch((const char *)(bp + q * pstride + (size_t)(kk + PT_GEMM_PREFETCH_ROWS) * PT_NR), _MM_HINT_T0); \
-                b[2 * q] = _mm256_loadu_ps(bp + q * pstride + (size_t)kk * PT_NR);                   \
-                b[2 * q + 1] = _mm256_loadu_ps(bp + q * pstride + (size_t)kk * PT_NR + 8);           \
-            }                                                                                        \
-            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                                                           \
-                __m256 av = _mm256_broadcast_ss(ar[r] + kk);                                         \
-                _Pragma("GCC unroll 8") for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_fmadd_ps(av, b[q], acc[r][q]);   \
-            }                                                                                        \
-        }                                                                                            \
-        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                                                 \
-            _Pragma("GCC unroll 8") for (int q = 0; q < 2 * NP; q++) _mm256_store_ps(tile + r * PT_GEMM_TILE_LD + q * 8, acc[r][q]); \
+#define PT_UNROLL _Pragma("GCC unroll 8")
+#define PT_DEFINE_TILE(MR, NP)                                                                              \
+    static void tile_##MR##x##NP(const float *const *arow, const float *bp, size_t pstride, int k,          \
+                                 float *tile) {                                                             \
+        __m256 acc[MR][2 * NP];                                                                             \
+        const float *ar[MR];                                                                                \
+        PT_UNROLL for (int r = 0; r < MR; r++) {                                                            \
+            ar[r] = arow[r];                                                                                \
+            PT_UNROLL for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_setzero_ps();                     \
+        }                                                                                                   \
+        for (int kk = 0; kk < k; kk++) {                                                                    \
+            __m256 b[2 * NP];                                                                               \
+            PT_UNROLL for (int q = 0; q < NP; q++) {                                                        \
+                const float *brow = bp + q * pstride + (size_t)kk * PT_NR;                                  \
+                _mm_prefetch((const char *)(brow + PT_GEMM_PREFETCH_ROWS * PT_NR), _MM_HINT_T0);            \
+                b[2 * q] = _mm256_loadu_ps(brow);                                                           \
+                b[2 * q + 1] = _mm256_loadu_ps(brow + 8);                                                   \
+            }                                                                                               \
+            PT_UNROLL for (int r = 0; r < MR; r++) {                                                        \
+                __m256 av = _mm256_broadcast_ss(ar[r] + kk);                                                \
+                PT_UNROLL for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_fmadd_ps(av, b[q], acc[r][q]);\
+            }                                                                                               \
+        }                                                                                                   \
+        PT_UNROLL for (int r = 0; r < MR; r++)                                                              \
+            PT_UNROLL for (int q = 0; q < 2 * NP; q++)                                                      \
+                _mm256_store_ps(tile + r * PT_GEMM_TILE_LD + q * 8, acc[r][q]);                             \
     }
 PT_DEFINE_TILE(6, 1)
 PT_DEFINE_TILE(5, 1)

@@ -1,5 +1,6 @@
 /* pt_gemm_generic.c - B packing and the portable float32 GEMM (fallback and test oracle), plus argument checks and work split shared with the AVX2 path. */
 #include "pt_gemm.h"
+#include "pt_gemm_internal.h"
 #include "pt_activation.h"
 
 #ifdef _OPENMP
@@ -12,7 +13,7 @@
 /* Rows per generic register tile; 4 x 16 floats of accumulators is what SSE2 can hold. */
 #define PT_GEMM_GENERIC_MR 4
 
-/* ---- helpers shared with pt_gemm_avx2.c (declared there; internal, not part of pt_gemm.h) */
+/* ---- helpers shared with pt_gemm_avx2.c (declared in pt_gemm_internal.h) */
 
 /* Checks the arguments of pt_gemm_packed_*; PT_OK or PT_ERR_ARG. */
 int pt_gemm_check_args(const float *a, ptrdiff_t lda, const float *bp, const float *residual, ptrdiff_t ldr,

@@ -87,13 +87,10 @@ int pt_layer_norm_avx2(const float *x, ptrdiff_t ldx, const float *residual, ptr
     if (!x || !y || rows <= 0 || cols <= 0) return PT_ERR_ARG;
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((double)rows * cols < PT_NORM_PARALLEL_GRAIN || rows < 2) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int r = 0; r < rows; r++)
-        layer_norm_row(x + (ptrdiff_t)r * ldx, residual ? residual + (ptrdiff_t)r * ldr : NULL,
+    PT_PARALLEL_FOR(nt, r, rows, layer_norm_row(x + (ptrdiff_t)r * ldx, residual ? residual + (ptrdiff_t)r * ldr : NULL,
                        sum_out ? sum_out + (ptrdiff_t)r * lds : NULL, weight, bias, y + (ptrdiff_t)r * ldy,
                        cols, eps);
+    );
     (void)nt;
     return PT_OK;
 }
@@ -104,12 +101,9 @@ int pt_rms_norm_avx2(const float *x, ptrdiff_t ldx, const float *residual, ptrdi
     if (!x || !y || rows <= 0 || cols <= 0) return PT_ERR_ARG;
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((double)rows * cols < PT_NORM_PARALLEL_GRAIN || rows < 2) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int r = 0; r < rows; r++)
-        rms_norm_row(x + (ptrdiff_t)r * ldx, residual ? residual + (ptrdiff_t)r * ldr : NULL,
+    PT_PARALLEL_FOR(nt, r, rows, rms_norm_row(x + (ptrdiff_t)r * ldx, residual ? residual + (ptrdiff_t)r * ldr : NULL,
                      sum_out ? sum_out + (ptrdiff_t)r * lds : NULL, weight, y + (ptrdiff_t)r * ldy, cols, eps);
+    );
     (void)nt;
     return PT_OK;
 }

@@ -33,4 +33,8 @@ double pt_probe_fma_avx2(long iters, int nthreads) {
     (void)iters; (void)nthreads;
     return NAN;
 }
+double pt_probe_read_avx2(const float *buf, size_t n, int nthreads) {
+    (void)buf; (void)n; (void)nthreads;
+    return NAN;
+}
 #endif

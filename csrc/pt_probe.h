@@ -7,6 +7,8 @@
 /* Sum of n floats read once, split over nthreads in contiguous chunks (a streaming-read probe:
  * time it over a buffer much larger than the last-level cache to get read bandwidth). */
 double pt_probe_read(const float *buf, size_t n, int nthreads);
+/* Same with AVX2 loads (what the GEMM's streaming path uses); NaN when not compiled in. */
+double pt_probe_read_avx2(const float *buf, size_t n, int nthreads);
 
 /* Runs iters rounds of 16 independent 8-lane FMAs on each of nthreads threads (AVX2 path only;
  * returns NaN when it is not compiled in). flops = iters * 16 * 8 * 2 * nthreads. */

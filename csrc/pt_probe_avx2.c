@@ -1,4 +1,4 @@
-/* pt_probe_avx2.c - FMA throughput probe: enough independent accumulators to fill both FMA ports. */
+/* pt_probe_avx2.c - machine probes with AVX2: FMA throughput and streaming-read bandwidth. */
 #include <math.h>
 #include "pt_probe.h"
 
@@ -25,5 +25,31 @@ double pt_probe_fma_avx2(long iters, int nthreads) {
         sink += _mm256_cvtss_f32(s);
     }
     return sink;
+}
+
+double pt_probe_read_avx2(const float *buf, size_t n, int nthreads) {
+    double total = 0.0;
+    if (nthreads < 1) nthreads = 1;
+#pragma omp parallel num_threads(nthreads) reduction(+:total) if(nthreads > 1)
+    {
+        int tid = 0, nth = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nth = omp_get_num_threads();
+#endif
+        size_t lines = n / 32;
+        size_t begin = lines * (size_t)tid / (size_t)nth * 32, end = lines * (size_t)(tid + 1) / (size_t)nth * 32;
+        /* four independent sums of whole cache lines: bound by memory, not by add latency */
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (size_t i = begin; i < end; i += 32) {
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(buf + i));
+            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(buf + i + 8));
+            s2 = _mm256_add_ps(s2, _mm256_loadu_ps(buf + i + 16));
+            s3 = _mm256_add_ps(s3, _mm256_loadu_ps(buf + i + 24));
+        }
+        __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+        total += _mm256_cvtss_f32(s);
+    }
+    return total;
 }
 #endif

@@ -61,14 +61,11 @@ int pt_softmax_avx2(const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy, int 
     if (!x || !y || rows <= 0 || cols <= 0) return PT_ERR_ARG;
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((double)rows * cols < PT_SOFTMAX_PARALLEL_GRAIN || rows < 2) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int r = 0; r < rows; r++) {
+    PT_PARALLEL_FOR(nt, r, rows,
         int n = valid ? valid[r] : cols;
         if (n > cols) n = cols;
         softmax_row(x + (ptrdiff_t)r * ldx, y + (ptrdiff_t)r * ldy, n, cols);
-    }
+    );
     (void)nt;
     return PT_OK;
 }

@@ -16,10 +16,7 @@ int pt_softmax_generic(const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy, i
     if (!x || !y || rows <= 0 || cols <= 0) return PT_ERR_ARG;
     int nt = nthreads < 1 ? 1 : nthreads;
     if ((double)rows * cols < PT_SOFTMAX_PARALLEL_GRAIN || rows < 2) nt = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int r = 0; r < rows; r++) {
+    PT_PARALLEL_FOR(nt, r, rows,
         const float *xr = x + (ptrdiff_t)r * ldx;
         float *yr = y + (ptrdiff_t)r * ldy;
         int n = valid ? valid[r] : cols;
@@ -35,7 +32,7 @@ int pt_softmax_generic(const float *x, ptrdiff_t ldx, float *y, ptrdiff_t ldy, i
         for (int j = 0; j < n; j++) sum += exp((double)xr[j] - mx);
         for (int j = 0; j < n; j++) yr[j] = (float)(exp((double)xr[j] - mx) / sum); /* safe when y == x */
         for (int j = n; j < cols; j++) yr[j] = 0.0f;
-    }
+    );
     (void)nt;
     return PT_OK;
 }

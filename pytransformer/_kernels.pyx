@@ -10,6 +10,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t
 from libc.limits cimport INT_MAX
+from libc.math cimport sqrt
 
 from pytransformer._kernels cimport *
 
@@ -109,7 +110,7 @@ cdef cnp.ndarray _check(object a, str name, int ndim, bint writable=False):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>a
-    if arr.dtype != np.float32:
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32:
         raise TypeError(f"{name} must have dtype float32, got {arr.dtype} with shape {_shape(arr)}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {_shape(arr)}")
@@ -124,9 +125,9 @@ cdef cnp.ndarray _check(object a, str name, int ndim, bint writable=False):
     if ndim > 0 and arr.shape[ndim - 1] > 1 and arr.strides[ndim - 1] != 4:
         raise ValueError(f"{name} must be contiguous along its last axis (shape {_shape(arr)}, "
                          f"strides {a.strides}); pass np.ascontiguousarray({name})")
-    if not arr.flags.aligned:
+    if not cnp.PyArray_ISALIGNED(arr):
         raise ValueError(f"{name} is not aligned to 4 bytes")
-    if writable and not arr.flags.writeable:
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{name} is read-only")
     return arr
 
@@ -162,7 +163,20 @@ cdef cnp.ndarray _out2(object out, str name, Py_ssize_t rows, Py_ssize_t cols):
 
 
 cdef bint _overlaps(cnp.ndarray x, cnp.ndarray y):
-    return np.shares_memory(x, y) if x is not None and y is not None else False
+    if x is None or y is None:
+        return False
+    # the bounds test is cheap; the exact test only runs when the bounds overlap
+    return np.may_share_memory(x, y) and np.shares_memory(x, y)
+
+
+cdef bint _all_in_range(cnp.ndarray lengths, int lo, int hi):
+    """lengths: contiguous int32 (n,); True if every entry lies in [lo, hi]."""
+    cdef const int32_t *p = <const int32_t *>cnp.PyArray_DATA(lengths)
+    cdef Py_ssize_t i
+    for i in range(lengths.shape[0]):
+        if p[i] < lo or p[i] > hi:
+            return False
+    return True
 
 
 cdef int _act_id(object act) except -1:
@@ -431,7 +445,7 @@ def attention(object q, object k, object v, object out=None, object kv_lengths=N
         L = np.ascontiguousarray(kv_lengths, dtype=np.int32)
         if L.ndim != 1 or L.shape[0] != batch:
             raise ValueError(f"kv_lengths must have shape ({batch},), got {_shape(L)}")
-        if L.min() < 0 or L.max() > kv_len:
+        if not _all_in_range(L, 0, kv_len):
             raise ValueError(f"kv_lengths must lie in [0, {kv_len}], got {L.tolist()}")
     cdef cnp.ndarray Bm = None
     cdef Py_ssize_t bstr[3]
@@ -440,12 +454,14 @@ def attention(object q, object k, object v, object out=None, object kv_lengths=N
         if Bm.shape[0] != heads or Bm.shape[1] != q_len or Bm.shape[2] != kv_len:
             raise ValueError(f"bias must have shape ({heads}, {q_len}, {kv_len}), got {_shape(Bm)}")
         bstr[0] = Bm.strides[0] // 4; bstr[1] = Bm.strides[1] // 4; bstr[2] = Bm.strides[2] // 4
-    cdef float fscale = (1.0 / np.sqrt(hd)) if scale is None else float(scale)
+    cdef float fscale = (1.0 / sqrt(<double>hd)) if scale is None else float(scale)
     cdef int nt = _nthreads
     cdef size_t need = pt_attention_scratch_size(kv_len, nt)
     cdef cnp.ndarray Sc
-    if scratch is None or not isinstance(scratch, np.ndarray) or scratch.dtype != np.float32 \
-            or not scratch.flags.c_contiguous or scratch.size < need or not scratch.flags.writeable:
+    if scratch is None or not isinstance(scratch, np.ndarray) \
+            or cnp.PyArray_TYPE(<cnp.ndarray>scratch) != cnp.NPY_FLOAT32 \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>scratch) or <size_t>scratch.size < need \
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>scratch):
         Sc = np.empty(max(need, 1), dtype=np.float32)
     else:
         Sc = scratch
@@ -553,8 +569,12 @@ def probe_read_bandwidth(object buf, int nthreads=0):
     cdef const float *p = _cptr(B)
     cdef size_t n = B.shape[0]
     cdef double s
+    cdef int use_avx2 = _isa_avx2
     with nogil:
-        s = pt_probe_read(p, n, nt)
+        if use_avx2:
+            s = pt_probe_read_avx2(p, n, nt)
+        else:
+            s = pt_probe_read(p, n, nt)
     return s
 
 

@@ -73,12 +73,10 @@ class Attention:
             self.q = self.kv = None
         self.out = Linear(w("out_proj"), b("out_proj"))
 
-    def heads_view(self, x, batch, seq, offset):
-        """(batch*seq, n*d) projection output -> (batch, seq, heads, head_dim) view of columns offset.."""
-        width = x.shape[1]
-        return np.lib.stride_tricks.as_strided(
-            x[:, offset:], shape=(batch, seq, self.heads, self.head_dim),
-            strides=(seq * width * 4, width * 4, self.head_dim * 4, 4), writeable=False)
+    def heads_view(self, x, batch, seq, index):
+        """Projection output (batch*seq, n*d), contiguous -> the (batch, seq, heads, head_dim) view of
+        its index-th d-wide block (q, k or v); strided, never copied."""
+        return x.reshape(batch, seq, -1, self.heads, self.head_dim)[:, :, index]
 
 
 class FeedForward:
@@ -260,10 +258,9 @@ class Model:
     def _self_attention(self, attn, x, B, T, lengths, causal, out):
         """Attention context (B*T, d) for the normalised input x."""
         qkv = attn.qkv(x)
-        d = attn.d_model
         q = attn.heads_view(qkv, B, T, 0)
-        k = attn.heads_view(qkv, B, T, d)
-        v = attn.heads_view(qkv, B, T, 2 * d)
+        k = attn.heads_view(qkv, B, T, 1)
+        v = attn.heads_view(qkv, B, T, 2)
         K.attention(q, k, v, out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lengths, causal=causal)
         return out
 
@@ -288,17 +285,23 @@ class Model:
         return x
 
     # ------------------------------------------------------------------ decoder
-    def cross_kv(self, memory, lens):
-        """Per decoder layer, the (B*S, 2d) cross-attention keys|values of the encoder output; computed once per source."""
+    def cross_kv(self, memory, B, S):
+        """Per decoder layer, the cross-attention keys and values of the encoder output, computed once
+        per source and stored head-major, (2, B, heads, S, head_dim): each head's keys are then
+        contiguous for the decode steps that read them again and again."""
         mem2 = memory.reshape(-1, memory.shape[-1])
-        return [layer.cross_attn.kv(mem2) for layer in self.decoder_layers]
+        out = []
+        for layer in self.decoder_layers:
+            kv = layer.cross_attn.kv(mem2).reshape(B, S, 2, self.heads, self.head_dim)
+            out.append(np.ascontiguousarray(kv.transpose(2, 0, 3, 1, 4)))
+        return out
 
-    def _cross_attention(self, attn, h, kv, B, T, S, lens, out):
+    def _cross_attention(self, attn, h, kv, B, T, lens, out):
         q = attn.q(h)
         qv = attn.heads_view(q, B, T, 0)
-        k = attn.heads_view(kv, B, S, 0)
-        v = attn.heads_view(kv, B, S, attn.d_model)
-        K.attention(qv, k, v, out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lens)
+        # (B, heads, S, head_dim) -> the (B, S, heads, head_dim) view the kernel takes
+        K.attention(qv, kv[0].transpose(0, 2, 1, 3), kv[1].transpose(0, 2, 1, 3),
+                    out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lens)
         return out
 
     def forward(self, src, tgt, src_lengths=None):
@@ -315,7 +318,7 @@ class Model:
             raise ValueError(f"target has {T} tokens, more than the model's {self.max_positions} positions")
         S = ids.shape[1]
         memory = self._encode_ids(ids, lens)
-        cross = self.cross_kv(memory, lens)
+        cross = self.cross_kv(memory, B, S)
         x = self._embed(tgt.astype(np.int32), self.tgt_embed, self.dec_pos, self.dec_emb_norm)
         ctx = np.empty_like(x)
         full = np.full(B, T, dtype=np.int32)
@@ -325,7 +328,7 @@ class Model:
                 return layer.self_attn.out(ctx, residual=residual, out=residual)
 
             def cross_body(h, residual, layer=layer, kv=kv):
-                self._cross_attention(layer.cross_attn, h, kv, B, T, S, lens, ctx)
+                self._cross_attention(layer.cross_attn, h, kv, B, T, lens, ctx)
                 return layer.cross_attn.out(ctx, residual=residual, out=residual)
             x = _sublayer(self.pre_norm, layer.self_norm, x, self_body)
             x = _sublayer(self.pre_norm, layer.cross_norm, x, cross_body)
@@ -342,7 +345,8 @@ class Model:
         if self.dec_pos is not None and max_steps > self.max_positions:
             raise ValueError(f"cannot decode {max_steps} positions: the model has {self.max_positions}")
         memory = self._encode_ids(ids, lens)
-        return DecoderState(self, ids.shape[0], ids.shape[1], lens, self.cross_kv(memory, lens), max_steps)
+        B, S = ids.shape
+        return DecoderState(self, B, S, lens, self.cross_kv(memory, B, S), max_steps)
 
     def decode_step(self, state, tokens):
         """Feed one token per sequence (B,) at position state.step; returns logits (B, tgt_vocab)."""
@@ -373,7 +377,7 @@ class Model:
                 return attn.out(ctx, residual=residual, out=residual)
 
             def cross_body(h, residual, layer=layer, kv=state.cross[li]):
-                self._cross_attention(layer.cross_attn, h, kv, B, 1, state.src_len, state.src_lengths, ctx)
+                self._cross_attention(layer.cross_attn, h, kv, B, 1, state.src_lengths, ctx)
                 return layer.cross_attn.out(ctx, residual=residual, out=residual)
             x = _sublayer(self.pre_norm, layer.self_norm, x, self_body)
             x = _sublayer(self.pre_norm, layer.cross_norm, x, cross_body)
