@@ -1,13 +1,15 @@
 """setup.py - builds pytransformer's C kernels and Cython bindings.
 
 The portable kernels are compiled with the default flags. Every csrc/*_avx2.c file is compiled
-separately with -mavx2 -mfma and selected at run time from CPUID, so one wheel runs on any x86-64
-(and the AVX2 units are simply left out where the compiler cannot target them, e.g. on Arm).
+separately with -mavx2 -mfma (and csrc/*_avx512.c with -mavx512f) and selected at run time from
+CPUID, so one wheel runs on any x86-64 (and the ISA units are simply left out where the compiler
+cannot target them, e.g. on Arm).
 OpenMP is detected by compiling a probe; without it the build succeeds serial, with a warning.
 
 Environment switches (build time):
   PYTRANSFORMER_NO_OPENMP=1   build without OpenMP even if the compiler has it
   PYTRANSFORMER_SANITIZE=1    build with AddressSanitizer + UndefinedBehaviorSanitizer, -O1 -g
+  PYTRANSFORMER_PORTABLE_ONLY=1  leave out the AVX2/AVX-512 kernels (to test the portable build)
 """
 import os
 import sys
@@ -26,6 +28,7 @@ CSRC = "csrc"
 # choose where to fuse, and the determinism contract in csrc/pt_gemm.h depends on it).
 BASE_CFLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
 AVX2_CFLAGS = ["-mavx2", "-mfma"]
+AVX512_CFLAGS = ["-mavx512f", "-mavx2", "-mfma"]
 
 
 def _env_flag(name):
@@ -53,6 +56,12 @@ int main(void) { int n = 0;
 #pragma omp parallel reduction(+:n)
 n += 1;
 return n > 0 ? 0 : 1; }
+"""
+
+AVX512_PROBE = """
+#include <immintrin.h>
+int main(void) { __m512 a = _mm512_set1_ps(1.f); a = _mm512_fmadd_ps(a, a, a);
+return (int)_mm512_reduce_add_ps(a) == 32 ? 0 : 1; }
 """
 
 AVX2_PROBE = """
@@ -87,24 +96,35 @@ class BuildExt(build_ext):
                 "Install an OpenMP runtime (e.g. libgomp / libomp) and rebuild for threads.\n"
                 + "=" * 72 + "\n\n")
 
-        have_avx2 = _compiler_accepts(compiler, AVX2_CFLAGS, AVX2_PROBE)
+        have_avx2 = (not _env_flag("PYTRANSFORMER_PORTABLE_ONLY")
+                     and _compiler_accepts(compiler, AVX2_CFLAGS, AVX2_PROBE))
         if have_avx2:
             macros.append(("PT_HAVE_AVX2", "1"))
         else:
             print("pytransformer: compiler cannot target AVX2+FMA; building the portable path only.")
 
+        have_avx512 = have_avx2 and _compiler_accepts(compiler, AVX512_CFLAGS, AVX512_PROBE)
+        if have_avx512:
+            macros.append(("PT_HAVE_AVX512", "1"))
+
+        # ISA-specific translation units: built separately with their own flags, linked in, and
+        # chosen at run time; everything else is compiled for the baseline of the target.
+        isa_units = [("_avx2.c", have_avx2, AVX2_CFLAGS), ("_avx512.c", have_avx512, AVX512_CFLAGS)]
         for ext in self.extensions:
-            avx2_sources = [s for s in ext.sources if s.endswith("_avx2.c")]
-            ext.sources = [s for s in ext.sources if not s.endswith("_avx2.c")]
             ext.extra_compile_args = cflags
             ext.extra_link_args = ldflags
             ext.define_macros = list(ext.define_macros or []) + macros
-            if have_avx2 and avx2_sources:
-                objects = compiler.compile(
-                    avx2_sources, output_dir=self.build_temp, macros=macros,
-                    include_dirs=ext.include_dirs, extra_postargs=cflags + AVX2_CFLAGS,
-                    depends=ext.depends)
-                ext.extra_objects = list(ext.extra_objects or []) + objects
+            for suffix, enabled, isa_flags in isa_units:
+                if not enabled:
+                    continue  # built with the baseline flags: each such file then defines PT_ERR_ISA stubs
+                sources = [s for s in ext.sources if s.endswith(suffix)]
+                ext.sources = [s for s in ext.sources if not s.endswith(suffix)]
+                if sources:
+                    objects = compiler.compile(
+                        sources, output_dir=self.build_temp, macros=macros,
+                        include_dirs=ext.include_dirs, extra_postargs=cflags + isa_flags,
+                        depends=ext.depends)
+                    ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extensions()
 
 

@@ -18,6 +18,14 @@ int pt_avx2_compiled(void) {
 #endif
 }
 
+int pt_avx512_compiled(void) {
+#ifdef PT_HAVE_AVX512
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int pt_cpu_has(const char *feature) {
 #ifdef PT_X86
     /* __builtin_cpu_supports checks both CPUID and that the OS saves the YMM state (XGETBV). */
@@ -35,6 +43,10 @@ int pt_cpu_has(const char *feature) {
 
 int pt_cpu_has_avx2_fma(void) {
     return pt_avx2_compiled() && pt_cpu_has("avx2") && pt_cpu_has("fma");
+}
+
+int pt_cpu_has_avx512(void) {
+    return pt_avx512_compiled() && pt_cpu_has_avx2_fma() && pt_cpu_has("avx512f");
 }
 
 int pt_openmp_enabled(void) {

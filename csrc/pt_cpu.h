@@ -6,6 +6,9 @@
 int pt_cpu_has_avx2_fma(void);
 /* 1 if the AVX2 translation units were compiled into this build. */
 int pt_avx2_compiled(void);
+/* 1 if this CPU and OS support AVX-512F (with AVX2 and FMA) and the AVX-512 GEMM was compiled in. */
+int pt_cpu_has_avx512(void);
+int pt_avx512_compiled(void);
 /* Individual features for reporting: sse4.2, avx, avx2, fma, avx512f. */
 int pt_cpu_has(const char *feature);
 /* 1 if built with OpenMP. */

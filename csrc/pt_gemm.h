@@ -46,5 +46,10 @@ int pt_gemm_packed_generic(const float *a, ptrdiff_t lda, const float *bp, const
 int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                         const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                         int m, int n, int k, int act, int nthreads);
+/* AVX-512F micro-kernels; the same per-element operation sequence (FMA, k ascending) as the AVX2
+ * path, so the two give bitwise identical results. */
+int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                          const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                          int m, int n, int k, int act, int nthreads);
 
 #endif

@@ -1,8 +1,9 @@
 /* pt_gemm_avx2.c - AVX2+FMA float32 GEMM on packed B panels: register-blocked micro-kernels, a skinny decode shape, fused epilogue. */
+#include "pt_gemm.h"
+
 #ifdef PT_HAVE_AVX2
 
 #include <immintrin.h>
-#include "pt_gemm.h"
 #include "pt_gemm_internal.h"
 #include "pt_activation.h"
 
@@ -204,6 +205,16 @@ int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
     region_avx2(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
 #endif
     return PT_OK;
+}
+
+#else /* built without AVX2: keep the symbol so the bindings link, and refuse the path */
+
+int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                        const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                        int m, int n, int k, int act, int nthreads) {
+    (void)a; (void)lda; (void)bp; (void)bias; (void)residual; (void)ldr; (void)c; (void)ldc;
+    (void)m; (void)n; (void)k; (void)act; (void)nthreads;
+    return PT_ERR_ISA;
 }
 
 #endif /* PT_HAVE_AVX2 */

@@ -23,6 +23,8 @@ cdef extern from "pt_common.h" nogil:
 cdef extern from "pt_cpu.h" nogil:
     int pt_cpu_has_avx2_fma()
     int pt_avx2_compiled()
+    int pt_cpu_has_avx512()
+    int pt_avx512_compiled()
     int pt_cpu_has(const char *feature)
     int pt_openmp_enabled()
     int pt_num_procs()
@@ -36,6 +38,9 @@ cdef extern from "pt_gemm.h" nogil:
     int pt_gemm_packed_avx2(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
                             const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
                             int m, int n, int k, int act, int nthreads)
+    int pt_gemm_packed_avx512(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
+                              const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
+                              int m, int n, int k, int act, int nthreads)
 
 cdef extern from "pt_activation.h" nogil:
     int pt_bias_activation_generic(const float *x, Py_ssize_t ldx, const float *bias, float *y, Py_ssize_t ldy,

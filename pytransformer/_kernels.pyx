@@ -2,8 +2,9 @@
 #
 # Everything here takes float32 arrays whose last axis is contiguous (other axes may be strided),
 # raises TypeError/ValueError quoting shapes for bad input, and never lets a bad pointer reach C.
-# ISA selection: chosen once at import from CPUID, overridable by PYTRANSFORMER_ISA=generic|avx2
-# and by set_isa() (tests use it to run both paths in one process).
+# ISA selection: chosen once at import from CPUID, overridable by PYTRANSFORMER_ISA=generic|avx2|avx512
+# and by set_isa() (tests use it to run every path in one process). The avx512 path differs from
+# avx2 only in the GEMM; the other kernels run their AVX2 versions under it.
 import os
 
 import numpy as np
@@ -21,7 +22,13 @@ ACTIVATIONS = {"none": PT_ACT_NONE, "relu": PT_ACT_RELU, "gelu": PT_ACT_GELU,
 PANEL_WIDTH = PT_NR
 
 # ---------------------------------------------------------------- runtime state
-cdef int _isa_avx2 = 0        # 1 when the AVX2+FMA path is in use
+cdef enum:
+    ISA_GENERIC = 0
+    ISA_AVX2 = 1
+    ISA_AVX512 = 2
+ISA_NAMES = ("generic", "avx2", "avx512")
+cdef int _isa = ISA_GENERIC   # the path in use
+cdef int _isa_avx2 = 0        # 1 when the AVX2 versions of the non-GEMM kernels are used (avx2, avx512)
 cdef int _nthreads = 1
 
 
@@ -30,25 +37,39 @@ def avx2_available():
     return pt_cpu_has_avx2_fma() != 0
 
 
+def avx512_available():
+    """True when the AVX-512 GEMM is compiled in and this CPU supports AVX-512F."""
+    return pt_cpu_has_avx512() != 0
+
+
+def available_isas():
+    """The kernel paths this build can run on this CPU, portable first."""
+    return [n for n, ok in zip(ISA_NAMES, (True, avx2_available(), avx512_available())) if ok]
+
+
 def set_isa(str name):
-    """Select the kernel path: 'generic' (portable C) or 'avx2' (AVX2+FMA)."""
-    global _isa_avx2
-    if name == "generic":
-        _isa_avx2 = 0
-    elif name == "avx2":
+    """Select the kernel path: 'generic' (portable C), 'avx2' (AVX2+FMA) or 'avx512' (AVX-512F GEMM)."""
+    global _isa, _isa_avx2
+    if name not in ISA_NAMES:
+        raise ValueError(f"unknown ISA {name!r}: expected one of {', '.join(ISA_NAMES)}")
+    if name == "avx2" or name == "avx512":
         if not pt_avx2_compiled():
-            raise RuntimeError("ISA 'avx2' requested, but this build of pytransformer has no AVX2 kernels "
+            raise RuntimeError(f"ISA {name!r} requested, but this build of pytransformer has no AVX2 kernels "
                                "(the compiler could not target AVX2+FMA)")
         if not pt_cpu_has_avx2_fma():
-            raise RuntimeError("ISA 'avx2' requested, but this CPU does not support AVX2 and FMA")
-        _isa_avx2 = 1
-    else:
-        raise ValueError(f"unknown ISA {name!r}: expected 'generic' or 'avx2'")
+            raise RuntimeError(f"ISA {name!r} requested, but this CPU does not support AVX2 and FMA")
+    if name == "avx512":
+        if not pt_avx512_compiled():
+            raise RuntimeError("ISA 'avx512' requested, but this build of pytransformer has no AVX-512 kernels")
+        if not pt_cpu_has_avx512():
+            raise RuntimeError("ISA 'avx512' requested, but this CPU does not support AVX-512F")
+    _isa = ISA_NAMES.index(name)
+    _isa_avx2 = 1 if _isa >= ISA_AVX2 else 0
 
 
 def get_isa():
-    """The kernel path in use: 'avx2' or 'generic'."""
-    return "avx2" if _isa_avx2 else "generic"
+    """The kernel path in use: 'generic', 'avx2' or 'avx512'."""
+    return ISA_NAMES[_isa]
 
 
 def openmp_enabled():
@@ -76,6 +97,7 @@ def cpu_info():
     return {
         "features": {f: bool(pt_cpu_has(f.encode())) for f in ("sse4.2", "avx", "avx2", "fma", "avx512f")},
         "avx2_compiled": bool(pt_avx2_compiled()),
+        "avx512_compiled": bool(pt_avx512_compiled()),
         "isa": get_isa(),
         "openmp": openmp_enabled(),
         "num_threads": _nthreads,
@@ -94,7 +116,8 @@ def _init_runtime():
     if forced:
         set_isa(forced)  # raises if the CPU or build lacks it
     else:
-        set_isa("avx2" if pt_cpu_has_avx2_fma() else "generic")
+        isas = available_isas()
+        set_isa(isas[len(isas) - 1])  # the widest path (wraparound is off in this module: no [-1])
 
 
 _init_runtime()
@@ -298,7 +321,9 @@ def gemm(object a, PackedMatrix b, object bias=None, object residual=None, objec
     cdef int status
     cdef int nt = _nthreads
     with nogil:
-        if _isa_avx2:
+        if _isa == ISA_AVX512:
+            status = pt_gemm_packed_avx512(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
+        elif _isa == ISA_AVX2:
             status = pt_gemm_packed_avx2(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
         else:
             status = pt_gemm_packed_generic(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)

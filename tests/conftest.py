@@ -16,7 +16,7 @@ ATTENTION_ATOL = 2e-5
 # whole models: teacher-forced logits against PyTorch / transformers (the issues ask <= 1e-4)
 LOGITS_ATOL = 1e-4
 
-ISAS = ["generic"] + (["avx2"] if K.avx2_available() else [])
+ISAS = K.available_isas()
 THREADS = [1, 2]
 
 

@@ -103,6 +103,22 @@ def test_isa_paths_agree(rng):
     assert not np.array_equal(g, np.zeros_like(g))
 
 
+def test_avx512_gemm_bitwise_equals_avx2(rng):
+    """Same per-element FMA sequence, wider vectors: the two x86 paths agree to the bit."""
+    if not K.avx512_available():
+        pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
+    before = K.get_isa()
+    try:
+        for m, n, k in [(1, 2048, 512), (7, 33, 1025), (37, 100, 64), (300, 513, 129)]:
+            a, w, bias, res = f32(rng, m, k), f32(rng, n, k), f32(rng, n), f32(rng, m, n)
+            wp = K.pack(w, transpose=True)
+            K.set_isa("avx2"); c2 = K.gemm(a, wp, bias, res, "gelu")
+            K.set_isa("avx512"); c5 = K.gemm(a, wp, bias, res, "gelu")
+            np.testing.assert_array_equal(c2, c5)
+    finally:
+        K.set_isa(before)
+
+
 def test_packed_matrix_roundtrip(rng):
     w = f32(rng, 37, 20)
     p = K.pack(w, transpose=True)
@@ -326,7 +342,7 @@ def test_bad_inputs_raise_clear_errors(rng):
 
 def test_runtime_controls():
     info = pytransformer.cpu_info()
-    assert info["isa"] in ("generic", "avx2")
+    assert info["isa"] in K.available_isas()
     assert set(info["features"]) >= {"avx2", "fma"}
     assert info["avx2_compiled"] in (True, False)
     assert pytransformer.openmp_enabled() == info["openmp"]
@@ -345,3 +361,25 @@ def test_runtime_controls():
     if not K.avx2_available():
         with pytest.raises(RuntimeError, match="AVX2"):
             K.set_isa("avx2")
+    if not K.avx512_available():
+        with pytest.raises(RuntimeError, match="AVX-512|AVX2"):
+            K.set_isa("avx512")
+
+
+@pytest.mark.parametrize("isa_name", ["generic", "avx2", "avx512", "sse9"])
+def test_isa_environment_variable(isa_name):
+    """PYTRANSFORMER_ISA forces a path at import, and is an error when the CPU or build lacks it."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTRANSFORMER_ISA=isa_name)
+    code = "import pytransformer; print(pytransformer.get_isa())"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=os.path.dirname(__file__))
+    if isa_name in K.available_isas():
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == isa_name
+    else:
+        assert proc.returncode != 0
+        assert ("unknown ISA" in proc.stderr) if isa_name == "sse9" else ("does not support" in proc.stderr
+                                                                       or "no AVX" in proc.stderr)
