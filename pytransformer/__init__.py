@@ -9,13 +9,14 @@ Kernels are C with OpenMP and AVX2+FMA (chosen at run time); NumPy is the only d
 from ._kernels import (cpu_info, get_isa, get_num_threads, openmp_enabled, set_num_threads)
 from . import ops
 from .errors import WeightsError
+from .decoding import get_cache_limit, set_cache_limit
 from .model import Model
 from .weights import save, load_weights
 
 __version__ = "0.1.0"
 
 __all__ = ["load", "save", "Model", "WeightsError", "ops", "cpu_info", "get_isa", "openmp_enabled",
-           "set_num_threads", "get_num_threads", "__version__"]
+           "set_num_threads", "get_num_threads", "set_cache_limit", "get_cache_limit", "__version__"]
 
 
 def load(path):

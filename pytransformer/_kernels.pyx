@@ -6,6 +6,7 @@
 # and by set_isa() (tests use it to run every path in one process). The avx512 path differs from
 # avx2 only in the GEMM; the other kernels run their AVX2 versions under it.
 import os
+import warnings
 
 import numpy as np
 cimport numpy as cnp
@@ -30,6 +31,13 @@ ISA_NAMES = ("generic", "avx2", "avx512")
 cdef int _isa = ISA_GENERIC   # the path in use
 cdef int _isa_avx2 = 0        # 1 when the AVX2 versions of the non-GEMM kernels are used (avx2, avx512)
 cdef int _nthreads = 1
+cdef int _omp_used = 0         # a kernel was called with more than one thread: the OpenMP pool may exist
+cdef int _fork_safe_mode = 0   # forked after the pool existed: OpenMP would hang here, stay serial
+
+_FORK_WARNING = ("pytransformer: this process was forked after its parent ran multi-threaded kernels, and "
+                 "the OpenMP runtime cannot be used after such a fork; kernels run single-threaded in this "
+                 "process. To keep threads, load the model but run no inference before forking, or start "
+                 "workers with the 'spawn' or 'forkserver' method.")
 
 
 def avx2_available():
@@ -84,6 +92,9 @@ def set_num_threads(n):
         raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"number of threads must be >= 1, got {n}")
+    if _fork_safe_mode and n > 1:
+        warnings.warn(_FORK_WARNING, RuntimeWarning, stacklevel=2)
+        n = 1
     _nthreads = int(n) if pt_openmp_enabled() else 1
 
 
@@ -102,7 +113,22 @@ def cpu_info():
         "openmp": openmp_enabled(),
         "num_threads": _nthreads,
         "num_procs": pt_num_procs(),
+        "fork_safe_mode": bool(_fork_safe_mode),
     }
+
+
+def _after_fork_in_child():
+    """GNU OpenMP's thread pool does not survive fork(): a parallel region in the child would wait
+    forever for workers that do not exist. If the parent had started the pool, run serial here."""
+    global _nthreads, _fork_safe_mode
+    if _omp_used and pt_openmp_enabled():
+        _fork_safe_mode = 1
+        if _nthreads > 1:
+            _nthreads = 1
+            warnings.warn(_FORK_WARNING, RuntimeWarning)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _init_runtime():
@@ -190,6 +216,11 @@ cdef bint _overlaps(cnp.ndarray x, cnp.ndarray y):
         return False
     # the bounds test is cheap; the exact test only runs when the bounds overlap
     return np.may_share_memory(x, y) and np.shares_memory(x, y)
+
+
+cdef inline void _mark_threads_used():
+    global _omp_used
+    _omp_used = 1
 
 
 cdef bint _all_in_range(cnp.ndarray lengths, int lo, int hi):
@@ -320,6 +351,8 @@ def gemm(object a, PackedMatrix b, object bias=None, object residual=None, objec
         raise ValueError("a and out must not overlap")
     cdef int status
     cdef int nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
     with nogil:
         if _isa == ISA_AVX512:
             status = pt_gemm_packed_avx512(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
@@ -345,6 +378,8 @@ def bias_activation(object x, object bias=None, object act="relu", object out=No
     cdef Py_ssize_t ldx = _ld(X, 0) if rows > 1 else cols
     cdef Py_ssize_t ldy = _ld(Y, 0) if rows > 1 else cols
     cdef int status, nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
     with nogil:
         if _isa_avx2:
             status = pt_bias_activation_avx2(px, ldx, pb, py, ldy, rows, cols, act_id, nt)
@@ -370,6 +405,8 @@ def softmax_rows(object x, object valid=None, object out=None):
     cdef Py_ssize_t ldx = _ld(X, 0) if rows > 1 else cols
     cdef Py_ssize_t ldy = _ld(Y, 0) if rows > 1 else cols
     cdef int status, nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
     with nogil:
         if _isa_avx2:
             status = pt_softmax_avx2(px, ldx, py, ldy, rows, cols, pv, nt)
@@ -414,6 +451,8 @@ def norm(object x, object weight, object bias=None, double eps=1e-5, bint rms=Fa
     cdef Py_ssize_t ldy = _ld(Y, 0) if rows > 1 else cols
     cdef float feps = eps
     cdef int status, nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
     with nogil:
         if rms:
             if _isa_avx2:
@@ -481,6 +520,8 @@ def attention(object q, object k, object v, object out=None, object kv_lengths=N
         bstr[0] = Bm.strides[0] // 4; bstr[1] = Bm.strides[1] // 4; bstr[2] = Bm.strides[2] // 4
     cdef float fscale = (1.0 / sqrt(<double>hd)) if scale is None else float(scale)
     cdef int nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
     cdef size_t need = pt_attention_scratch_size(kv_len, nt)
     cdef cnp.ndarray Sc
     if scratch is None or not isinstance(scratch, np.ndarray) \
@@ -590,7 +631,9 @@ def probe_read_bandwidth(object buf, int nthreads=0):
     cdef cnp.ndarray B = _check(buf, "buf", 1)
     if not B.flags.c_contiguous:
         raise ValueError("buf must be contiguous")
-    cdef int nt = nthreads if nthreads > 0 else _nthreads
+    cdef int nt = 1 if _fork_safe_mode else (nthreads if nthreads > 0 else _nthreads)
+    if nt > 1:
+        _mark_threads_used()
     cdef const float *p = _cptr(B)
     cdef size_t n = B.shape[0]
     cdef double s
@@ -607,7 +650,9 @@ def probe_fma(long iters, int nthreads=0):
     """iters rounds of 16 x 8-lane FMAs per thread on the AVX2 path; returns flops done (0 without AVX2)."""
     if not avx2_available():
         return 0
-    cdef int nt = nthreads if nthreads > 0 else _nthreads
+    cdef int nt = 1 if _fork_safe_mode else (nthreads if nthreads > 0 else _nthreads)
+    if nt > 1:
+        _mark_threads_used()
     with nogil:
         pt_probe_fma_avx2(iters, nt)
     return iters * 16 * 8 * 2 * nt

@@ -4,7 +4,61 @@ The loop sees only decode_step: encoder, caches and layers are the model's busin
 sequence stops at its own EOS; finished rows keep their slot (so the others stay bitwise the
 same as when decoded alone) and their outputs are ignored.
 """
+import os
+
 import numpy as np
+
+# ---- memory limit for one generate() call
+# Caches grow with batch x (source length + steps). A request that would not fit fails up front
+# with an error naming the sizes, instead of the process being killed by the OS part-way.
+
+
+def _default_limit():
+    env = os.environ.get("PYTRANSFORMER_MAX_CACHE_BYTES", "").strip()
+    if env:
+        return int(env)
+    try:  # half of physical memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+_cache_limit = _default_limit()
+
+
+def set_cache_limit(nbytes):
+    """Largest number of bytes one generate() call may allocate for its caches and work buffers
+    (default: half of physical memory, or PYTRANSFORMER_MAX_CACHE_BYTES)."""
+    global _cache_limit
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+        raise ValueError(f"cache limit must be a positive number of bytes, got {nbytes!r}")
+    _cache_limit = int(nbytes)
+
+
+def get_cache_limit():
+    return _cache_limit
+
+
+def estimate_bytes(config, batch, src_len, max_steps):
+    """Bytes a generate() call allocates: self-attention K/V caches, cross-attention K/V, the
+    encoder's activations (about 4 + ffn/d rows of d per token) and the per-step buffers."""
+    d, L_dec = config.d_model, config.decoder_layers
+    f32 = 4
+    self_kv = 2 * L_dec * batch * max_steps * d * f32
+    cross_kv = 2 * L_dec * batch * src_len * d * f32
+    encoder = batch * src_len * (6 * d + config.ffn_dim) * f32
+    step = batch * (5 * d + config.tgt_vocab_size + config.ffn_dim) * f32
+    return self_kv + cross_kv + encoder + step
+
+
+def check_memory(config, batch, src_len, max_steps):
+    need = estimate_bytes(config, batch, src_len, max_steps)
+    if need > _cache_limit:
+        raise MemoryError(
+            f"generate() would need about {need / 2**20:.0f} MiB for a batch of {batch} sources of up to "
+            f"{src_len} tokens and {max_steps} new tokens, over the limit of {_cache_limit / 2**20:.0f} MiB; "
+            f"use smaller batches or fewer new tokens, or raise the limit with "
+            f"pytransformer.set_cache_limit() / PYTRANSFORMER_MAX_CACHE_BYTES")
 
 
 class DecoderState:
@@ -59,7 +113,9 @@ def check_lengths(max_new_tokens, min_new_tokens):
 def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, lengths=None):
     check_lengths(max_new_tokens, min_new_tokens)
     cfg = model.config
-    state = model.start_decoding(src, max_new_tokens, lengths)
+    ids, lengths = model.prepare_source(src, lengths)
+    check_memory(cfg, ids.shape[0], ids.shape[1], max_new_tokens)
+    state = model.start_decoding(ids, max_new_tokens, lengths)
     B = state.batch
     eos = cfg.eos_id
     tokens = np.full(B, cfg.decoder_start_id, dtype=np.int32)

@@ -133,6 +133,10 @@ def _sublayer(pre_norm, norm, x, body):
 class Model:
     """A loaded encoder-decoder model. Build with pytransformer.load(path)."""
 
+    # Set by pytransformer.load when the model directory ships a vocabulary or tokenizer: an object
+    # with encode(text) -> list of source ids and decode(ids) -> text.
+    tokenizer = None
+
     def __init__(self, config: ModelConfig, tensors: dict, path=None):
         self.config = cfg = config
         self.path = path
@@ -392,6 +396,11 @@ class Model:
         when produced); with return_scores=True also a list of per-token log-probabilities."""
         from .decoding import greedy
         return greedy(self, src, max_new_tokens, min_new_tokens, return_scores, lengths)
+
+    def translate(self, texts, max_new_tokens=None, batch_size=None):
+        """Text in, text out, for models that ship a vocabulary (see pytransformer.text)."""
+        from .text import translate
+        return translate(self, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
     @property
     def num_parameters(self):

@@ -1,0 +1,96 @@
+"""test_fork_and_limits.py - forked workers (pre-forking servers) and the up-front memory limit of generate()."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pytransformer
+from pytransformer import export, torch_reference
+from model_configs import PARITY_CONFIGS
+
+CHILD_SCRIPT = textwrap.dedent("""
+    import os, sys, time, signal, warnings, json
+    import numpy as np
+    import pytransformer
+    model = pytransformer.load(sys.argv[1])
+    src = [[3, 4, 5, 6, 7], [9, 2]]
+    if sys.argv[2] == "after_inference":
+        pytransformer.set_num_threads(2)
+        want = [t.tolist() for t in model.generate(src, 8)]
+        # a big GEMM so the OpenMP pool surely exists in the parent
+        a = np.ones((256, 256), np.float32)
+        pytransformer.ops.matmul(a, a)
+    else:
+        want = None
+    pid = os.fork()
+    if pid == 0:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = [t.tolist() for t in model.generate(src, 8)]
+            pytransformer.set_num_threads(2)
+            got2 = [t.tolist() for t in model.generate(src, 8)]
+        info = pytransformer.cpu_info()
+        print(json.dumps({"got": got, "got2": got2, "safe": info["fork_safe_mode"],
+                          "threads": info["num_threads"],
+                          "warned": any("forked" in str(w.message) for w in caught)}), flush=True)
+        os._exit(0)
+    for _ in range(300):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        print("HUNG", flush=True)
+        sys.exit(3)
+    if want is not None:
+        print(json.dumps({"want": want}), flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    cfg = PARITY_CONFIGS["paper_post_relu"]
+    path = tmp_path_factory.mktemp("forkmodel")
+    export.from_torch(torch_reference.init_seeded(cfg, seed=5), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("when", ["after_inference", "before_inference"])
+def test_forked_child_works_and_does_not_hang(model_dir, when, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), model_dir, when], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    child = next(x for x in lines if "got" in x)
+    assert child["got"] == child["got2"]
+    if when == "after_inference":
+        parent = next(x for x in lines if "want" in x)
+        assert child["got"] == parent["want"]
+        if pytransformer.openmp_enabled():
+            # the parent's OpenMP pool does not survive fork: the child must have gone serial, and said so
+            assert child["safe"] and child["threads"] == 1 and child["warned"]
+    else:
+        # nothing multi-threaded ran before the fork: the child keeps its threads
+        assert not child["safe"] and not child["warned"]
+
+
+def test_generate_over_memory_limit_fails_up_front(model_dir):
+    model = pytransformer.load(model_dir)
+    before = pytransformer.get_cache_limit()
+    try:
+        pytransformer.set_cache_limit(1 << 20)
+        with pytest.raises(MemoryError, match=r"batch of 64 sources of up to 40 tokens and 60 new tokens"):
+            model.generate([[1] * 40] * 64, 60)
+        out = model.generate([[1, 2, 3]], 4)          # a small request still runs
+        assert len(out) == 1
+        with pytest.raises(ValueError, match="positive"):
+            pytransformer.set_cache_limit(0)
+    finally:
+        pytransformer.set_cache_limit(before)
