@@ -100,6 +100,8 @@ class BuildExt(build_ext):
                      and _compiler_accepts(compiler, AVX2_CFLAGS, AVX2_PROBE))
         if have_avx2:
             macros.append(("PT_HAVE_AVX2", "1"))
+        elif _env_flag("PYTRANSFORMER_PORTABLE_ONLY"):
+            print("pytransformer: PYTRANSFORMER_PORTABLE_ONLY set; building the portable path only.")
         else:
             print("pytransformer: compiler cannot target AVX2+FMA; building the portable path only.")
 

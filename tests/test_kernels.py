@@ -90,7 +90,7 @@ def test_gemm_row_alone_equals_row_in_batch(isa, threads, m, rng):
 
 def test_isa_paths_agree(rng):
     if not K.avx2_available():
-        pytest.skip("this CPU has no AVX2+FMA: only the portable path exists here")
+        pytest.skip("no AVX2 path here (CPU without AVX2+FMA, or a portable-only build)")
     a, b = f32(rng, 33, 129), f32(rng, 129, 65)
     before = K.get_isa()
     try:

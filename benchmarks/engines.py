@@ -1,0 +1,154 @@
+"""engines.py - one MarianMT model run by three engines: pytransformer, transformers (PyTorch) and CTranslate2.
+
+Every engine gets the same weights: a seeded, random-initialised transformers MarianMTModel saved
+with save_pretrained (nothing downloaded). CTranslate2 converts that directory with its own
+converter; its tokenizer step is replaced by a synthetic vocabulary (token i is the string "t{i}",
+EOS "</s>" is id 0 and "<pad>" the last id, as in Marian), so that ids map one to one.
+
+Each engine exposes: load(), generate(src_ids, n_new) -> list of token-id lists (greedy, EOS
+suppressed so exactly n_new tokens come out) and encode(src_ids) for the encoder-only workload.
+"""
+import os
+
+import numpy as np
+
+OPUS_MT_EN_DE_SHAPE = dict(vocab_size=58101, d_model=512, encoder_layers=6, decoder_layers=6,
+                           encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
+                           decoder_ffn_dim=2048, max_position_embeddings=512)
+TINY_SHAPE = dict(vocab_size=120, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                  decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
+
+
+def build_marian(path, shape=OPUS_MT_EN_DE_SHAPE, seed=0):
+    """Save a seeded random MarianMTModel of the given shape to `path` (once) and return the path."""
+    if os.path.exists(os.path.join(path, "model.safetensors")):
+        return path
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+    vocab = shape["vocab_size"]
+    cfg = MarianConfig(**shape, pad_token_id=vocab - 1, eos_token_id=0, decoder_start_token_id=vocab - 1,
+                       activation_function="swish", scale_embedding=True, share_encoder_decoder_embeddings=True)
+    torch.manual_seed(seed)
+    model = MarianMTModel(cfg).eval()
+    # transformers' init (std 0.02) makes a random model ignore its input; weights scaled like a
+    # trained model's give outputs that depend on the source, so the token-equality check means something.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "embed_positions" in name:
+                continue                   # the sinusoidal table is a function of the shape, not a weight
+            if p.dim() == 2 and "embed" not in name:
+                p.normal_(0.0, 1.0 / p.shape[1] ** 0.5)
+            elif p.dim() == 2:
+                p.normal_(0.0, 1.0 / shape["d_model"] ** 0.5)
+                p[cfg.pad_token_id].zero_()   # Marian starts decoding from the pad embedding, which is zero
+    model.save_pretrained(path)
+    return path
+
+
+def _padded(src_ids, pad):
+    lens = [len(s) for s in src_ids]
+    ids = np.full((len(src_ids), max(lens)), pad, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, s in enumerate(src_ids):
+        ids[i, :len(s)] = s
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+class PytransformerEngine:
+    name = "pytransformer"
+
+    def __init__(self, path, threads):
+        self.path, self.threads = path, threads
+
+    def load(self):
+        import pytransformer
+        pytransformer.set_num_threads(self.threads)
+        self.model = pytransformer.load(self.path)
+        return self
+
+    def generate(self, src_ids, n_new):
+        return [t.tolist() for t in self.model.generate(src_ids, n_new, min_new_tokens=n_new)]
+
+    def encode(self, src_ids):
+        return self.model.encode(src_ids)[0]
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, path, threads):
+        self.path, self.threads = path, threads
+
+    def load(self):
+        import torch
+        from transformers import MarianMTModel
+        torch.set_num_threads(self.threads)
+        self.torch = torch
+        self.model = MarianMTModel.from_pretrained(self.path).eval()
+        self.pad = self.model.config.pad_token_id
+        return self
+
+    def generate(self, src_ids, n_new):
+        ids, mask = _padded(src_ids, self.pad)
+        with self.torch.inference_mode():
+            out = self.model.generate(input_ids=self.torch.from_numpy(ids), attention_mask=self.torch.from_numpy(mask),
+                                      max_new_tokens=n_new, min_new_tokens=n_new, num_beams=1, do_sample=False,
+                                      use_cache=True, forced_eos_token_id=None)
+        return [row[1:].tolist() for row in out]   # drop the decoder start token
+
+    def encode(self, src_ids):
+        ids, mask = _padded(src_ids, self.pad)
+        with self.torch.inference_mode():
+            return self.model.get_encoder()(input_ids=self.torch.from_numpy(ids),
+                                            attention_mask=self.torch.from_numpy(mask)).last_hidden_state
+
+
+class _SyntheticVocab:
+    """Stands in for a tokenizer in CTranslate2's converter: token strings t0..tN, ids unchanged."""
+
+    eos_token = "</s>"
+    unk_token = "t1"
+
+    def __init__(self, size):
+        self.tokens = ["</s>"] + [f"t{i}" for i in range(1, size - 1)] + ["<pad>"]
+
+    def get_vocab(self):
+        return {t: i for i, t in enumerate(self.tokens)}
+
+
+def convert_ct2(hf_path, out_path):
+    """Convert the HF directory with CTranslate2's own converter (float32), once."""
+    if os.path.exists(os.path.join(out_path, "model.bin")):
+        return out_path
+    from ctranslate2.converters import TransformersConverter
+    from transformers import AutoConfig
+
+    size = AutoConfig.from_pretrained(hf_path).vocab_size
+
+    class Converter(TransformersConverter):
+        def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
+            return _SyntheticVocab(size)
+
+    Converter(hf_path).convert(out_path, force=True)
+    return out_path
+
+
+class CTranslate2Engine:
+    name = "ctranslate2"
+
+    def __init__(self, path, threads, compute_type="float32"):
+        self.path, self.threads, self.compute_type = path, threads, compute_type
+
+    def load(self):
+        import ctranslate2
+        self.translator = ctranslate2.Translator(self.path, device="cpu", compute_type=self.compute_type,
+                                                 intra_threads=self.threads, inter_threads=1)
+        return self
+
+    def generate(self, src_ids, n_new):
+        # Marian inputs end with EOS already (as the caller supplies them); tokens are "t{id}"
+        src = [["</s>" if i == 0 else f"t{i}" for i in s] for s in src_ids]
+        res = self.translator.translate_batch(src, beam_size=1, max_decoding_length=n_new,
+                                              min_decoding_length=n_new, max_batch_size=0)
+        return [[0 if t == "</s>" else int(t[1:]) for t in r.hypotheses[0]] for r in res]
