@@ -109,12 +109,17 @@ def test_avx512_gemm_bitwise_equals_avx2(rng):
         pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
     before = K.get_isa()
     try:
-        for m, n, k in [(1, 2048, 512), (7, 33, 1025), (37, 100, 64), (300, 513, 129)]:
+        for m, n, k in [(1, 2048, 512), (7, 33, 1025), (37, 100, 64), (300, 513, 129), (9, 58, 3)]:
             a, w, bias, res = f32(rng, m, k), f32(rng, n, k), f32(rng, n), f32(rng, m, n)
             wp = K.pack(w, transpose=True)
-            K.set_isa("avx2"); c2 = K.gemm(a, wp, bias, res, "gelu")
-            K.set_isa("avx512"); c5 = K.gemm(a, wp, bias, res, "gelu")
-            np.testing.assert_array_equal(c2, c5)
+            for act in ACTS:
+                K.set_isa("avx2"); c2 = with_threads(1, K.gemm, a, wp, bias, res, act)
+                K.set_isa("avx512"); c5 = with_threads(2, K.gemm, a, wp, bias, res, act)
+                np.testing.assert_array_equal(c2, c5)
+            inplace = res.copy()                       # residual aliasing the output
+            with_threads(2, K.gemm, a, wp, None, inplace, "relu", inplace)
+            K.set_isa("avx2")
+            np.testing.assert_array_equal(inplace, K.gemm(a, wp, None, res, "relu"))
     finally:
         K.set_isa(before)
 
