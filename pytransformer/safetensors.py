@@ -16,6 +16,7 @@ import json
 import math
 import mmap
 import os
+import stat
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -108,6 +109,16 @@ def parse_json_object(raw: bytes, where: str) -> dict:
     return obj
 
 
+def open_regular_file(path: str):
+    """Open `path` for binary reading, refusing anything but a regular file: open() on a FIFO
+    blocks until a writer appears (forever), and devices can be endless."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # OSError: the caller's
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WeightsError(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 # ---------------------------------------------------------------------------------------------
 # Header validation
 
@@ -171,7 +182,8 @@ def _check_no_overlap(path: str, tensors: Mapping[str, TensorInfo]) -> None:
                                f"(bytes from {begin} to {prev_end} are shared)")
 
 
-def _parse_header(path: str, prefix: bytes, file_size: int, read_header) -> SafetensorsHeader:
+def _parse_header(path: str, prefix: bytes, file_size: int, read_header,
+                  max_header_bytes: Optional[int] = None) -> SafetensorsHeader:
     """Validate the header. `prefix` is the first 8 bytes; read_header(n) returns the n header
     bytes and is only called once n has been bounds-checked."""
     if file_size < 8:
@@ -181,9 +193,11 @@ def _parse_header(path: str, prefix: bytes, file_size: int, read_header) -> Safe
     if header_len > file_size - 8:
         raise WeightsError(f"{path}: header length {header_len} exceeds the file size "
                            f"({file_size} bytes); not a safetensors file or truncated")
-    if header_len > MAX_HEADER_BYTES:
+    if max_header_bytes is None:
+        max_header_bytes = MAX_HEADER_BYTES
+    if header_len > max_header_bytes:
         raise WeightsError(f"{path}: header length {header_len} exceeds the limit of "
-                           f"{MAX_HEADER_BYTES} bytes")
+                           f"{max_header_bytes} bytes")
     header = parse_json_object(read_header(header_len), f"{path}: safetensors header")
 
     metadata = header.pop(_METADATA_KEY, {})
@@ -204,7 +218,7 @@ def read_safetensors_header(path) -> SafetensorsHeader:
     """Read and validate only the header (names, dtypes, shapes, offsets, metadata)."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:
             file_size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
 
@@ -241,7 +255,8 @@ def _tensor_from_map(buf: mmap.mmap, data_start: int, info: TensorInfo) -> np.nd
     return array
 
 
-def read_safetensors_with_header(path) -> Tuple[SafetensorsHeader, Dict[str, np.ndarray]]:
+def read_safetensors_with_header(path, max_header_bytes: Optional[int] = None
+                                 ) -> Tuple[SafetensorsHeader, Dict[str, np.ndarray]]:
     """Memory-map a safetensors file; return its validated header and its tensors.
 
     Tensors are read-only views into the mapping where possible (native byte order, offset
@@ -251,7 +266,7 @@ def read_safetensors_with_header(path) -> Tuple[SafetensorsHeader, Dict[str, np.
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:
             file_size = os.fstat(f.fileno()).st_size
             if file_size < 8:
                 raise WeightsError(f"{path}: file is {file_size} bytes, too small for a "
@@ -263,7 +278,7 @@ def read_safetensors_with_header(path) -> Tuple[SafetensorsHeader, Dict[str, np.
 
     # Sizes come from the mapping itself so header checks and data accesses agree.
     size = len(buf)
-    header = _parse_header(path, buf[:8], size, lambda n: buf[8:8 + n])
+    header = _parse_header(path, buf[:8], size, lambda n: buf[8:8 + n], max_header_bytes)
     tensors = {name: _tensor_from_map(buf, header.data_start, info)
                for name, info in header.tensors.items()}
     return header, tensors

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import FORMAT_NAME, FORMAT_VERSION, ModelConfig, expected_tensors
 from .errors import WeightsError
-from .safetensors import (atomic_write, parse_json_object, read_safetensors_with_header,
+from .safetensors import (atomic_write, open_regular_file, parse_json_object, read_safetensors_with_header,
                           to_float32, write_safetensors)
 
 CONFIG_FILE = "config.json"
@@ -54,7 +54,7 @@ def read_config(path) -> ModelConfig:
     """Read and validate <path>/config.json."""
     config_path = os.path.join(os.fspath(path), CONFIG_FILE)
     try:
-        with open(config_path, "rb") as f:
+        with open_regular_file(config_path) as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise WeightsError(f"{config_path}: not found; a model directory holds "
@@ -82,7 +82,10 @@ def load_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray]]:
     weights_path = os.path.join(path, WEIGHTS_FILE)
     if not os.path.isfile(weights_path):
         raise WeightsError(f"{weights_path}: not found")
-    header, raw = read_safetensors_with_header(weights_path)
+    # A header holds ~100 bytes per tensor; parsing JSON costs up to ~25x its size in objects, so
+    # refuse (before parsing) anything far larger than the tensors the config implies need.
+    header_limit = (1 << 20) + 1024 * len(expected_tensors(config))
+    header, raw = read_safetensors_with_header(weights_path, max_header_bytes=header_limit)
 
     check_tensor_shapes(config, {name: info.shape for name, info in header.tensors.items()},
                         weights_path)
