@@ -6,6 +6,8 @@
 
 Kernels are C with OpenMP and AVX2+FMA (chosen at run time); NumPy is the only dependency.
 """
+import os
+
 from ._kernels import (cpu_info, get_isa, get_num_threads, openmp_enabled, set_num_threads)
 from . import ops
 from .errors import WeightsError
@@ -20,7 +22,14 @@ __all__ = ["load", "save", "Model", "WeightsError", "ops", "cpu_info", "get_isa"
 
 
 def load(path):
-    """Load a model directory (config.json + model.safetensors) into a Model; weights are
-    validated, memory-mapped and packed once for the GEMM."""
+    """Load a model directory (config.json + model.safetensors, optional vocab.json) into a Model;
+    weights are validated, memory-mapped and packed once for the GEMM."""
+    from .text import check_compatible, load_tokenizer
+    path = os.fspath(path)
     config, tensors = load_weights(path)
-    return Model(config, tensors, path=str(path))
+    model = Model(config, tensors, path=path)
+    tokenizer = load_tokenizer(path)
+    if tokenizer is not None:
+        check_compatible(tokenizer, config, where=path)
+        model.tokenizer = tokenizer
+    return model

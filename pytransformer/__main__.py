@@ -1,24 +1,150 @@
-"""pytransformer command line: `pytransformer info|export ...` (also `python -m pytransformer`)."""
+"""pytransformer command line: translate, info, export, verify, bench (also `python -m pytransformer`).
+
+Results go to stdout (translate: exactly one line per input, in order); messages, progress bars
+and heatmaps go to stderr, so `pytransformer translate < in.txt > out.txt` stays clean.
+"""
 import argparse
-import json
 import os
 import sys
+import time
 
+
+class UsageError(ValueError):
+    """A problem with the command line or its inputs that the user can fix."""
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _model_dir(path):
+    """The model directory to use: `path`, or the shipped dates model."""
+    from .text import shipped_model_dir
+    d = path if path is not None else shipped_model_dir()
+    if not os.path.isdir(d):
+        if path is None:
+            raise UsageError(f"the shipped model is missing ({d}); reinstall pytransformer or pass --model DIR")
+        raise UsageError(f"model directory {d!r} does not exist")
+    if not os.path.isfile(os.path.join(d, "config.json")):
+        raise UsageError(f"{d!r} is not a model directory: it has no config.json "
+                         f"(a model directory holds config.json and model.safetensors)")
+    return d
+
+
+def _load(path, threads=None):
+    """Load a model and its vocabulary (if any)."""
+    import pytransformer
+    from .text import check_compatible, load_tokenizer
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        pytransformer.set_num_threads(threads)
+    d = _model_dir(path)
+    model = pytransformer.load(d)
+    if getattr(model, "tokenizer", None) is None:
+        model.tokenizer = load_tokenizer(d)
+    if model.tokenizer is not None:
+        check_compatible(model.tokenizer, model.config, where=d)
+    return model
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total, stream=None, min_total=200):
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.enabled = total >= min_total and getattr(self.stream, "isatty", lambda: False)()
+        self.start = time.perf_counter()
+
+    def __call__(self, done, total):
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} lines, "
+                          f"{rate:,.0f} lines/s ")
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _read_stdin_lines():
+    if sys.stdin.isatty():
+        print("pytransformer: reading one input per line from the terminal; end with Ctrl-D",
+              file=sys.stderr)
+    return [line.rstrip("\r\n") for line in sys.stdin]
+
+
+def _positive(name):
+    def parse(value):
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {n}")
+        return n
+    return parse
+
+
+def _dir_size(d):
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if os.path.isfile(os.path.join(d, f)))
+
+
+# ---------------------------------------------------------------------------- translate
+
+def _cmd_translate(args):
+    from .text import translate
+    if args.png and not args.show_attention:
+        raise UsageError("--png goes with --show-attention")
+    model = _load(args.model, args.threads)
+    texts = args.text if args.text else _read_stdin_lines()
+    if args.show_attention:
+        if len(texts) != 1:
+            raise UsageError(f"--show-attention draws one input, got {len(texts)}")
+        from .attention_view import show
+        out = show(model, texts[0], args.max_new_tokens, layer=args.layer, stream=sys.stderr, png=args.png)
+        print(out)
+        if args.png:
+            print(f"pytransformer: wrote {args.png}", file=sys.stderr)
+        return 0
+    bar = ProgressBar(len(texts))
+    try:
+        outputs = translate(model, texts, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size, progress=bar)
+    finally:
+        bar.close()
+    sys.stdout.write("".join(o + "\n" for o in outputs))
+    sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------- info
 
 def _cmd_info(args):
     import pytransformer
+    from .text import load_tokenizer
+    if args.threads is not None:
+        pytransformer.set_num_threads(args.threads)
     info = pytransformer.cpu_info()
-    if args.model:
-        from .weights import read_config
-        cfg = read_config(args.model)
-        size = sum(os.path.getsize(os.path.join(args.model, f)) for f in os.listdir(args.model)
-                   if os.path.isfile(os.path.join(args.model, f)))
-        print(f"model:        {args.model}")
-        print(f"architecture: d_model {cfg.d_model}, {cfg.num_heads} heads, {cfg.encoder_layers}+"
-              f"{cfg.decoder_layers} layers, ffn {cfg.ffn_dim}, vocab {cfg.src_vocab_size}/{cfg.tgt_vocab_size}, "
-              f"{cfg.norm_placement}-norm, {cfg.activation}, {cfg.positional_encoding} positions")
-        print(f"parameters:   {cfg.num_parameters():,}")
-        print(f"files:        {size / 1e6:.2f} MB")
+    d = _model_dir(args.model)
+    from .weights import read_config
+    cfg = read_config(d)
+    tok = load_tokenizer(d)
+    print(f"model:        {d}{'  (shipped dates model)' if args.model is None else ''}")
+    print(f"architecture: d_model {cfg.d_model}, {cfg.num_heads} heads, {cfg.encoder_layers}+"
+          f"{cfg.decoder_layers} layers, ffn {cfg.ffn_dim}, vocab {cfg.src_vocab_size}/{cfg.tgt_vocab_size}, "
+          f"{cfg.norm_placement}-norm, {cfg.activation}, {cfg.positional_encoding} positions")
+    print(f"parameters:   {cfg.num_parameters():,}")
+    print(f"files:        {_dir_size(d) / 1e6:.2f} MB")
+    if tok is not None:
+        print(f"vocabulary:   {len(tok)} tokens, characters {tok.alphabet!r}")
+    else:
+        print("vocabulary:   none (token ids only; `translate` needs a vocab.json)")
     print(f"isa:          {info['isa']} (avx2 compiled: {info['avx2_compiled']}, "
           f"cpu avx2: {info['features']['avx2']}, fma: {info['features']['fma']})")
     print(f"threads:      {info['num_threads']} (OpenMP: {info['openmp']}, cores: {info['num_procs']})")
@@ -30,23 +156,240 @@ def _cmd_export(args):
     return main_export(args.rest)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="pytransformer",
-                                     description="Fast CPU inference for Transformer encoder-decoder models.")
+# ---------------------------------------------------------------------------- verify / bench inputs
+
+def _inputs(model, n, seed):
+    """(source id sequences, texts or None): dates for a model whose vocabulary can spell them,
+    otherwise random ids (never the special ids) of random lengths."""
+    import numpy as np
+    tok = model.tokenizer
+    if tok is not None:
+        try:
+            from .text import dates_data
+            pairs = dates_data().generate(n, seed)
+            return [np.asarray(tok.encode(t), dtype=np.int64) for t, _ in pairs], pairs
+        except (ImportError, ValueError):    # no generator, or a vocabulary that cannot spell dates
+            pass
+    cfg = model.config
+    rng = np.random.default_rng(seed)
+    special = {cfg.pad_id, cfg.eos_id, cfg.decoder_start_id} | ({cfg.bos_id} if cfg.bos_id is not None else set())
+    allowed = np.array([i for i in range(cfg.src_vocab_size) if i not in special] or [0], dtype=np.int64)
+    longest = min(32, cfg.max_positions)
+    return [rng.choice(allowed, size=int(rng.integers(1, longest + 1))) for _ in range(n)], None
+
+
+def _reference(model):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    from .torch_reference import from_model_dir
+    return from_model_dir(model.path)
+
+
+def _cmd_verify(args):
+    import numpy as np
+    model = _load(args.model, args.threads)
+    cfg = model.config
+    srcs, pairs = _inputs(model, args.n, args.seed)
+    max_new = args.max_new_tokens or (model.tokenizer.max_new_tokens if model.tokenizer is not None
+                                      and model.tokenizer.max_new_tokens else min(32, cfg.max_positions))
+    what = "generated dates" if pairs is not None else "random token sequences"
+    print(f"verifying {model.path} on {len(srcs)} {what} (seed {args.seed}), greedy up to {max_new} tokens")
+    t0 = time.perf_counter()
+    ours = []
+    for i in range(0, len(srcs), args.batch_size):
+        ours += model.generate(srcs[i:i + args.batch_size], max_new)
+    t_ours = time.perf_counter() - t0
+    if pairs is not None:
+        tok = model.tokenizer
+        acc = np.mean([tok.decode(o) == iso for o, (_, iso) in zip(ours, pairs)])
+        print(f"pytransformer exact match:  {acc:.2%} ({t_ours:.2f} s)")
+    ref = _reference(model)
+    if ref is None:
+        print("torch is not installed: ran pytransformer only (pip install 'pytransformer[torch]' to compare "
+              "with the PyTorch reference)")
+        return 0
+    import torch
+    torch.set_num_threads(max(1, args.threads or os.cpu_count() or 1))
+    agree_seq = agree_tok = total_tok = 0
+    max_diff = 0.0
+    for i in range(0, len(srcs), args.batch_size):
+        chunk = srcs[i:i + args.batch_size]
+        lengths = [len(s) for s in chunk]
+        padded = np.full((len(chunk), max(lengths)), cfg.pad_id, dtype=np.int64)
+        for b, s in enumerate(chunk):
+            padded[b, :len(s)] = s
+        theirs = ref.greedy(torch.from_numpy(padded), torch.tensor(lengths), max_new)
+        for a, b in zip(ours[i:i + len(chunk)], theirs):
+            b = b.numpy()
+            agree_seq += int(len(a) == len(b) and bool(np.all(a == b)))
+            n = min(len(a), len(b))
+            agree_tok += int(np.sum(a[:n] == b[:n]))
+            total_tok += max(len(a), len(b))
+        # teacher-forced logits on the reference's own greedy path
+        T = max(len(t) for t in theirs)
+        tgt = np.full((len(chunk), T), cfg.pad_id, dtype=np.int64)
+        tgt[:, 0] = cfg.decoder_start_id
+        for b, t in enumerate(theirs):
+            t = t.numpy()[:T - 1]
+            tgt[b, 1:1 + len(t)] = t
+        with torch.no_grad():
+            want = ref(torch.from_numpy(padded), torch.tensor(lengths), torch.from_numpy(tgt)).numpy()
+        got = model.forward(chunk, tgt)
+        max_diff = max(max_diff, float(np.max(np.abs(got - want))))
+    print(f"max |logit difference| vs PyTorch (teacher-forced): {max_diff:.2e}")
+    print(f"greedy agreement: {agree_seq}/{len(srcs)} sequences identical, "
+          f"{agree_tok}/{total_tok} tokens")
+    ok = max_diff <= args.atol
+    print("OK" if ok else f"FAILED: logits differ by more than --atol {args.atol}")
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------------------- bench
+
+def _cmd_bench(args):
+    import numpy as np
+    import pytransformer
+    model = _load(args.model, args.threads)
+    threads = pytransformer.get_num_threads()
+    steps = args.max_new_tokens
+    if model.config.max_positions < steps:
+        raise UsageError(f"--max-new-tokens {steps} exceeds the model's {model.config.max_positions} positions")
+    sizes = args.batch_sizes
+    srcs, _ = _inputs(model, max(sizes), args.seed)
+    ref = None
+    if args.vs == "torch":
+        ref = _reference(model)
+        if ref is None:
+            raise UsageError("--vs torch needs PyTorch: pip install 'pytransformer[torch]'")
+        import torch
+        torch.set_num_threads(threads)
+    info = pytransformer.cpu_info()
+    print(f"greedy decoding of {steps} tokens per sequence (EOS suppressed), {threads} threads, "
+          f"isa {info['isa']}, median of {args.repeats}")
+    try:
+        print(f"machine load (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    except OSError:
+        pass
+    header = f"{'batch':>6} {'pytransformer tok/s':>20}"
+    if ref is not None:
+        header += f" {'torch tok/s':>14} {'ratio':>7}"
+    print(header)
+    for B in sizes:
+        batch = srcs[:B]
+        if ref is not None:
+            import torch
+            lengths = [len(s) for s in batch]
+            padded = np.full((B, max(lengths)), model.config.pad_id, dtype=np.int64)
+            for b, s in enumerate(batch):
+                padded[b, :len(s)] = s
+            t_src, t_len = torch.from_numpy(padded), torch.tensor(lengths)
+        ours, theirs = [], []
+        model.generate(batch, steps, min_new_tokens=steps)                 # warm-up
+        for _ in range(args.repeats):                                      # alternate the two engines
+            t0 = time.perf_counter()
+            model.generate(batch, steps, min_new_tokens=steps)
+            ours.append(time.perf_counter() - t0)
+            if ref is not None:
+                t0 = time.perf_counter()
+                ref.greedy(t_src, t_len, steps, min_new_tokens=steps)
+                theirs.append(time.perf_counter() - t0)
+        rate = B * steps / float(np.median(ours))
+        line = f"{B:>6} {rate:>20,.0f}"
+        if ref is not None:
+            trate = B * steps / float(np.median(theirs))
+            line += f" {trate:>14,.0f} {rate / trate:>6.1f}x"
+        print(line)
+    if ref is not None:
+        print("(torch: pytransformer.torch_reference, torch.nn layers, re-running the decoder on the "
+              "whole prefix at each step)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- main
+
+def _batch_sizes(value):
+    try:
+        sizes = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers separated by commas, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {value!r}")
+    return sizes
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pytransformer",
+        description="Fast CPU inference for Transformer encoder-decoder models. Without --model, "
+                    "commands use the shipped model, which turns dates as people write them into ISO 8601.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("info", help="show the CPU path in use and, given a model directory, its architecture")
-    p.add_argument("model", nargs="?", help="model directory")
+
+    p = sub.add_parser("translate", help="translate text (arguments, or one input per line on stdin)",
+                       description="Translate each TEXT (or each line of stdin when no TEXT is given) "
+                                   "and print one output line per input, in order.")
+    p.add_argument("text", nargs="*", help="inputs; when none are given, lines are read from stdin")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the shipped dates model)")
+    p.add_argument("--threads", type=_positive("--threads"), help="CPU threads (default: all cores)")
+    p.add_argument("--max-new-tokens", type=_positive("--max-new-tokens"),
+                   help="longest output in tokens (default: from the model's vocab.json)")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64,
+                   help="inputs decoded together (default 64)")
+    p.add_argument("--show-attention", action="store_true",
+                   help="for one input, draw the decoder's cross-attention over the source as a heatmap (stderr)")
+    p.add_argument("--layer", type=_positive("--layer"),
+                   help="with --show-attention: decoder layer to draw (default: the most focused)")
+    p.add_argument("--png", metavar="FILE", help="with --show-attention: also save the heatmap as a PNG (needs matplotlib)")
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("info", help="architecture, parameters, file size, ISA path and threads")
+    p.add_argument("model", nargs="?", metavar="DIR", help="model directory (default: the shipped model)")
+    p.add_argument("--threads", type=_positive("--threads"))
     p.set_defaults(func=_cmd_info)
+
     p = sub.add_parser("export", help="write a model directory from a PyTorch reference checkpoint "
                                       "(pytransformer export CHECKPOINT OUT_DIR)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("verify", help="compare the model with its PyTorch reference on generated inputs")
+    p.add_argument("model", metavar="DIR", help="model directory")
+    p.add_argument("-n", type=_positive("-n"), default=200, help="number of inputs (default 200)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=_positive("--threads"))
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=100)
+    p.add_argument("--max-new-tokens", type=_positive("--max-new-tokens"))
+    p.add_argument("--atol", type=float, default=1e-3, help="largest logit difference accepted (default 1e-3)")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("bench", help="greedy decoding speed in tokens/s at a few batch sizes")
+    p.add_argument("model", nargs="?", metavar="DIR", help="model directory (default: the shipped model)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 64], help="comma-separated (default 1,8,64)")
+    p.add_argument("--max-new-tokens", type=_positive("--max-new-tokens"), default=12,
+                   help="tokens generated per sequence (default 12)")
+    p.add_argument("--repeats", type=_positive("--repeats"), default=5)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=_positive("--threads"))
+    p.add_argument("--vs", choices=["torch"], help="also time the PyTorch reference, alternating runs")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except Exception as e:  # a person reads this: one line, no traceback
+    except KeyboardInterrupt:
+        print("pytransformer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:          # e.g. `pytransformer translate < big.txt | head`
+        return 0
+    except Exception as e:           # a person reads this: one line, no traceback
         from .errors import WeightsError
-        if isinstance(e, (WeightsError, ValueError, FileNotFoundError, NotImplementedError, ImportError)):
+        if isinstance(e, (WeightsError, ValueError, TypeError, FileNotFoundError, NotImplementedError,
+                          ImportError, OSError)):
             print(f"pytransformer: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -409,3 +409,77 @@ def load_checkpoint(path):
     model.load_state_dict(checkpoint["state_dict"], strict=True)
     model.eval()
     return model
+
+
+def from_model_dir(path):
+    """A ReferenceTransformer holding the weights of a pytransformer model directory.
+
+    The inverse of export.to_tensors: FORMAT.md names are mapped back onto the torch.nn modules
+    (q/k/v projections are stacked into in_proj). Used by `pytransformer verify` and the parity
+    tests of shipped models.
+    """
+    import numpy as np
+    from .weights import load_weights
+
+    config, tensors = load_weights(path)
+    cfg = config.to_dict()
+    module = ReferenceTransformer(cfg)
+    cfg = module.config
+    with_bias = cfg["attention_bias"]
+
+    def t(name):
+        return torch.from_numpy(np.array(tensors[name], dtype=np.float32))
+
+    def copy(param, name):
+        with torch.no_grad():
+            param.copy_(t(name))
+
+    def norm(mod, prefix):
+        copy(mod.weight, prefix + ".weight")
+        if mod.bias is not None:
+            copy(mod.bias, prefix + ".bias")
+        elif bool(np.any(tensors[prefix + ".bias"] != 0)):
+            raise NotImplementedError(f"{path}: {prefix}.bias is not zero, but torch.nn layers without "
+                                      "biases have bias-free layer norms")
+
+    def attention(attn, prefix):
+        with torch.no_grad():
+            attn.in_proj_weight.copy_(torch.cat([t(f"{prefix}.{n}_proj.weight") for n in "qkv"]))
+            if with_bias:
+                attn.in_proj_bias.copy_(torch.cat([t(f"{prefix}.{n}_proj.bias") for n in "qkv"]))
+        copy(attn.out_proj.weight, prefix + ".out_proj.weight")
+        if with_bias:
+            copy(attn.out_proj.bias, prefix + ".out_proj.bias")
+
+    copy(module.src_embedding.weight, "src_embedding.weight")
+    if not cfg["shared_embeddings"]:
+        copy(module.tgt_embedding.weight, "tgt_embedding.weight")
+    if not cfg["tie_output"]:
+        copy(module.output.weight, "output.weight")
+    if cfg["output_bias"]:
+        copy(module.output.bias, "output.bias")
+    for side in ("encoder", "decoder"):
+        if cfg["positional_encoding"] == "learned":
+            copy(getattr(module, f"{side}_positions").weight, f"{side}.positions.weight")
+        if cfg["embedding_norm"]:
+            norm(getattr(module, f"{side}_embedding_norm"), f"{side}.embedding_norm")
+        stack = getattr(module, side)
+        if cfg[f"{side}_final_norm"]:
+            norm(stack.norm, f"{side}.final_norm")
+        for i, layer in enumerate(stack.layers):
+            prefix = f"{side}.layers.{i}"
+            attention(layer.self_attn, prefix + ".self_attn")
+            norm(layer.norm1, prefix + ".self_attn_norm")
+            if side == "decoder":
+                attention(layer.multihead_attn, prefix + ".cross_attn")
+                norm(layer.norm2, prefix + ".cross_attn_norm")
+                norm(layer.norm3, prefix + ".ffn_norm")
+            else:
+                norm(layer.norm2, prefix + ".ffn_norm")
+            copy(layer.linear1.weight, prefix + ".ffn.fc1.weight")
+            copy(layer.linear2.weight, prefix + ".ffn.fc2.weight")
+            if cfg["ffn_bias"]:
+                copy(layer.linear1.bias, prefix + ".ffn.fc1.bias")
+                copy(layer.linear2.bias, prefix + ".ffn.fc2.bias")
+    module.eval()
+    return module
