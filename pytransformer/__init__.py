@@ -22,10 +22,15 @@ __all__ = ["load", "save", "Model", "WeightsError", "ops", "cpu_info", "get_isa"
 
 
 def load(path):
-    """Load a model directory (config.json + model.safetensors, optional vocab.json) into a Model;
-    weights are validated, memory-mapped and packed once for the GEMM."""
+    """Load a model directory into a Model: pytransformer's own format (config.json +
+    model.safetensors, optional vocab.json) or a Hugging Face directory of a supported family
+    (MarianMT, BART/mBART, T5/flan-T5, M2M100/NLLB). Weights are validated, memory-mapped and
+    packed once for the GEMM."""
+    from . import hf
     from .text import check_compatible, load_tokenizer
     path = os.fspath(path)
+    if hf.is_hf_directory(path):      # a Hugging Face directory, read as it is
+        return hf.load_hf(path)
     config, tensors = load_weights(path)
     model = Model(config, tensors, path=path)
     tokenizer = load_tokenizer(path)

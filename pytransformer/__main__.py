@@ -39,6 +39,9 @@ def _load(path, threads=None):
         pytransformer.set_num_threads(threads)
     d = _model_dir(path)
     model = pytransformer.load(d)
+    from . import hf
+    if hf.is_hf_directory(d):
+        return model          # load_hf attached the directory's own tokenizer, if it can be read
     if getattr(model, "tokenizer", None) is None:
         model.tokenizer = load_tokenizer(d)
     if model.tokenizer is not None:
@@ -132,6 +135,19 @@ def _cmd_info(args):
         pytransformer.set_num_threads(args.threads)
     info = pytransformer.cpu_info()
     d = _model_dir(args.model)
+    from . import hf
+    if hf.is_hf_directory(d):
+        desc = hf.describe(d)
+        print(f"model:        {d}  (Hugging Face {desc['family']} directory)")
+        for key, value in desc["config"].items():
+            print(f"  {key}: {value}")
+        print(f"generation:   {desc['generation']}")
+        if desc["ignored_settings"]:
+            print(f"not applied:  {desc['ignored_settings']}")
+        print(f"tokenizer:    {', '.join(desc['tokenizer_files']) or 'none'}")
+        print(f"weights:      {', '.join(desc['weights'])}; files {_dir_size(d) / 1e6:.2f} MB")
+        _print_runtime(info)
+        return 0
     from .weights import read_config
     cfg = read_config(d)
     tok = load_tokenizer(d)
@@ -145,13 +161,25 @@ def _cmd_info(args):
         print(f"vocabulary:   {len(tok)} tokens, characters {tok.alphabet!r}")
     else:
         print("vocabulary:   none (token ids only; `translate` needs a vocab.json)")
-    print(f"isa:          {info['isa']} (avx2 compiled: {info['avx2_compiled']}, "
-          f"cpu avx2: {info['features']['avx2']}, fma: {info['features']['fma']})")
-    print(f"threads:      {info['num_threads']} (OpenMP: {info['openmp']}, cores: {info['num_procs']})")
+    _print_runtime(info)
     return 0
 
 
+def _print_runtime(info):
+    print(f"isa:          {info['isa']} (avx2 compiled: {info['avx2_compiled']}, avx512 compiled: "
+          f"{info['avx512_compiled']}; cpu avx2: {info['features']['avx2']}, fma: {info['features']['fma']}, "
+          f"avx512f: {info['features']['avx512f']})")
+    print(f"threads:      {info['num_threads']} (OpenMP: {info['openmp']}, cores: {info['num_procs']})")
+
+
 def _cmd_export(args):
+    from . import hf
+    if len(args.rest) in (1, 2) and os.path.isdir(args.rest[0]) and hf.is_hf_directory(args.rest[0]):
+        # a Hugging Face directory holding only pytorch_model.bin: write model.safetensors once
+        from .hf_torch import convert_pytorch_checkpoint
+        written = convert_pytorch_checkpoint(*args.rest)
+        print(f"wrote {written}", file=sys.stderr)
+        return 0
     from .export import main_export
     return main_export(args.rest)
 
@@ -192,6 +220,9 @@ def _cmd_verify(args):
     model = _load(args.model, args.threads)
     cfg = model.config
     srcs, pairs = _inputs(model, args.n, args.seed)
+    from . import hf
+    if hf.is_hf_directory(model.path):
+        return _verify_hf(model, srcs, args)
     max_new = args.max_new_tokens or (model.tokenizer.max_new_tokens if model.tokenizer is not None
                                       and model.tokenizer.max_new_tokens else min(32, cfg.max_positions))
     what = "generated dates" if pairs is not None else "random token sequences"
@@ -243,6 +274,27 @@ def _cmd_verify(args):
           f"{agree_tok}/{total_tok} tokens")
     ok = max_diff <= args.atol
     print("OK" if ok else f"FAILED: logits differ by more than --atol {args.atol}")
+    return 0 if ok else 1
+
+
+def _verify_hf(model, srcs, args):
+    """A Hugging Face directory: compare with transformers itself on the same token ids."""
+    try:
+        from .hf_torch import compare_with_transformers
+        import transformers  # noqa: F401
+    except ImportError:
+        print("torch/transformers are not installed: nothing to compare with "
+              "(pip install torch==2.13.0 transformers)")
+        return 0
+    max_new = args.max_new_tokens or 20
+    print(f"verifying {model.path} against transformers on {len(srcs)} random token sequences, "
+          f"greedy up to {max_new} tokens")
+    result = compare_with_transformers(model.path, srcs, max_new)
+    bad = result["greedy_mismatches"]
+    print(f"max |logit difference| vs transformers (teacher-forced): {result['max_logit_diff']:.2e}")
+    print(f"greedy agreement: {len(srcs) - len(bad)}/{len(srcs)} sequences identical")
+    ok = result["max_logit_diff"] <= args.atol and not bad
+    print("OK" if ok else "FAILED")
     return 0 if ok else 1
 
 

@@ -1,9 +1,13 @@
-"""Model configuration (config.json) for format version 1: strict validation and the tensor list.
+"""Model configuration (config.json), format versions 1 and 2: strict validation and the tensor list.
 
 ModelConfig holds every config.json key; constructing one validates it, so any ModelConfig in
 hand is consistent. expected_tensors(config) is the single source of truth for which tensors
 a model directory holds and their shapes: the loader checks files against it and exporters
-build their output from it.
+(and the Hugging Face mapping in hf.py) build their output from it.
+
+Version 2 adds what the Hugging Face families need (T5, M2M100/NLLB): head_size, scale_attention,
+output_scale, gated FFNs, relative position buckets and the "fairseq" sinusoidal layout. A version-1
+file may not use them, so an old file still means what it meant.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Dict, Optional, Tuple
 from .errors import WeightsError
 
 FORMAT_NAME = "pytransformer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Sizes are passed to the C kernels as int; anything above this cannot be run.
 MAX_SIZE = 2**31 - 1
@@ -25,8 +29,8 @@ MAX_LAYERS = 1024
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 NORM_TYPES = ("layer_norm", "rms_norm")
 NORM_PLACEMENTS = ("post", "pre")
-POSITIONAL_ENCODINGS = ("sinusoidal", "learned", "none")
-SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
+POSITIONAL_ENCODINGS = ("sinusoidal", "learned", "none", "relative")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves", "fairseq")
 
 _CHOICES = {
     "activation": ACTIVATIONS,
@@ -37,7 +41,7 @@ _CHOICES = {
 }
 _BOOL_KEYS = ("shared_embeddings", "ffn_gated", "encoder_final_norm", "decoder_final_norm",
               "embedding_norm", "scale_embeddings", "tie_output", "output_bias",
-              "attention_bias", "ffn_bias")
+              "attention_bias", "ffn_bias", "scale_attention")
 # key -> (smallest, largest) allowed value
 _INT_RANGES = {
     "d_model": (1, MAX_SIZE),
@@ -49,8 +53,17 @@ _INT_RANGES = {
     "tgt_vocab_size": (1, MAX_SIZE),
     "position_offset": (0, MAX_SIZE),
     "max_positions": (1, MAX_SIZE),
+    "relative_attention_num_buckets": (4, 1 << 16),
+    "relative_attention_max_distance": (1, MAX_SIZE),
 }
 _ID_KEYS = ("pad_id", "bos_id", "eos_id", "decoder_start_id")
+
+# Keys a format-version-1 file may not contain, and the values of version-1 keys that only
+# version 2 gives a meaning to.
+_V2_KEYS = ("head_size", "scale_attention", "output_scale", "relative_attention_num_buckets",
+            "relative_attention_max_distance")
+_V2_VALUES = {"positional_encoding": ("relative",), "sinusoidal_layout": ("fairseq",),
+              "ffn_gated": (True,)}
 
 
 def _is_int(value) -> bool:
@@ -75,7 +88,7 @@ def _check_format_keys(fmt, version) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every key of config.json (format version 1). See weights/README.md for meanings."""
+    """Every key of config.json (format version 2). See weights/README.md for meanings."""
 
     # Required keys (no default).
     d_model: int
@@ -108,6 +121,12 @@ class ModelConfig:
     ffn_bias: bool = True
     pad_id: int = 0
     bos_id: Optional[int] = None
+    # Version-2 keys.
+    head_size: Optional[int] = None
+    scale_attention: bool = True
+    output_scale: float = 1.0
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
     # Required in config.json, defaulted here so code can build a config without repeating them.
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -138,19 +157,42 @@ class ModelConfig:
             value = getattr(self, key)
             if not (_is_int(value) or (key == "bos_id" and value is None)):
                 raise _bad(key, "an integer" + (" or null" if key == "bos_id" else ""), value)
-        eps = self.layer_norm_eps
-        try:  # float() of a huge JSON integer overflows rather than giving inf
-            eps_float = float(eps) if _is_int(eps) or isinstance(eps, float) else math.nan
-        except OverflowError:
-            eps_float = math.inf
-        if not math.isfinite(eps_float) or eps_float <= 0:
-            raise _bad("layer_norm_eps", "a finite number > 0", eps)
-        object.__setattr__(self, "layer_norm_eps", eps_float)
+        if not (self.head_size is None or (_is_int(self.head_size) and 1 <= self.head_size <= MAX_SIZE)):
+            raise _bad("head_size", f"null or an integer in [1, {MAX_SIZE}]", self.head_size)
+        for key in ("layer_norm_eps", "output_scale"):
+            value = getattr(self, key)
+            try:  # float() of a huge JSON integer overflows rather than giving inf
+                as_float = float(value) if _is_int(value) or isinstance(value, float) else math.nan
+            except OverflowError:
+                as_float = math.inf
+            if not math.isfinite(as_float) or as_float <= 0:
+                raise _bad(key, "a finite number > 0", value)
+            object.__setattr__(self, key, as_float)
 
     def _check_values(self) -> None:
-        if self.d_model % self.num_heads:
+        if self.format_version < 2:
+            for key in _V2_KEYS:
+                if getattr(self, key) != _FIELD_DEFAULTS[key]:
+                    raise WeightsError(f"config key {key!r} needs format_version 2, the file "
+                                       f"declares {self.format_version}")
+            for key, values in _V2_VALUES.items():
+                if getattr(self, key) in values:
+                    raise WeightsError(f"config key {key!r}: {getattr(self, key)!r} needs "
+                                       f"format_version 2, the file declares {self.format_version}")
+        if self.head_size is None and self.d_model % self.num_heads:
             raise WeightsError(f"config key 'num_heads': {self.num_heads} does not divide "
                                f"d_model {self.d_model}")
+        if self.num_heads * self.head_dim > MAX_SIZE:
+            raise WeightsError(f"config key 'head_size': num_heads x head_size = "
+                               f"{self.num_heads * self.head_dim} exceeds {MAX_SIZE}")
+        if self.positional_encoding == "relative":
+            # The logarithmic half of the buckets starts at max_exact (a quarter of the buckets
+            # for the bidirectional encoder, half for the causal decoder) and ends at max_distance.
+            exact = self.relative_attention_num_buckets // 2
+            if self.relative_attention_max_distance <= exact:
+                raise WeightsError(f"config key 'relative_attention_max_distance': must exceed "
+                                   f"relative_attention_num_buckets // 2 = {exact}, found "
+                                   f"{self.relative_attention_max_distance}")
         if self.positional_encoding == "sinusoidal" and self.d_model % 2:
             raise WeightsError(f"config key 'd_model': sinusoidal positions need an even "
                                f"d_model, found {self.d_model}")
@@ -161,9 +203,6 @@ class ModelConfig:
             raise WeightsError(f"config key 'shared_embeddings': true needs equal vocab "
                                f"sizes, found src_vocab_size {self.src_vocab_size} and "
                                f"tgt_vocab_size {self.tgt_vocab_size}")
-        if self.ffn_gated:
-            raise WeightsError("config key 'ffn_gated': true is reserved and not supported by "
-                               "this version of pytransformer")
         # pad/bos/eos appear in source and target sequences; decoder_start only in the target.
         both = min(self.src_vocab_size, self.tgt_vocab_size)
         for key in _ID_KEYS:
@@ -195,6 +234,11 @@ class ModelConfig:
             unknown = sorted(str(k) for k in d if k not in known)
             if unknown:
                 raise WeightsError(f"unknown config key(s): {', '.join(map(repr, unknown))}")
+            if d["format_version"] < 2:
+                newer = sorted(k for k in _V2_KEYS if k in d)
+                if newer:
+                    raise WeightsError(f"config key(s) {', '.join(map(repr, newer))} need "
+                                       f"format_version 2, the file declares {d['format_version']}")
             missing = [f.name for f in fields(cls) if f.name in _REQUIRED and f.name not in d]
             if missing:
                 raise WeightsError(f"missing required config key(s): "
@@ -204,14 +248,22 @@ class ModelConfig:
             raise WeightsError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict:
-        """All keys, defaults included, in documentation order, ready for json.dump."""
-        return {key: getattr(self, key) for key in _KEY_ORDER}
+        """All keys, defaults included, in documentation order, ready for json.dump. A config
+        declaring format_version 1 leaves out the version-2 keys (which are then at their defaults)."""
+        keys = _KEY_ORDER if self.format_version >= 2 else [k for k in _KEY_ORDER if k not in _V2_KEYS]
+        return {key: getattr(self, key) for key in keys}
 
     # -- derived sizes -----------------------------------------------------------------------
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+        """Width of one attention head: head_size when set, else d_model / num_heads."""
+        return self.d_model // self.num_heads if self.head_size is None else self.head_size
+
+    @property
+    def attention_dim(self) -> int:
+        """Width of the concatenated heads (q/k/v projection outputs): num_heads x head_dim."""
+        return self.num_heads * self.head_dim
 
     @property
     def position_rows(self) -> int:
@@ -232,13 +284,16 @@ _KEY_ORDER = ("format", "format_version", "d_model", "num_heads", "encoder_layer
               "encoder_final_norm", "decoder_final_norm", "embedding_norm", "layer_norm_eps",
               "positional_encoding", "sinusoidal_layout", "position_offset", "max_positions",
               "scale_embeddings", "tie_output", "output_bias", "attention_bias", "ffn_bias",
-              "pad_id", "bos_id", "eos_id", "decoder_start_id")
+              "pad_id", "bos_id", "eos_id", "decoder_start_id", "head_size", "scale_attention",
+              "output_scale", "relative_attention_num_buckets", "relative_attention_max_distance")
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(ModelConfig)}
 assert set(_KEY_ORDER) == {f.name for f in fields(ModelConfig)}
 
 
 def expected_tensors(config: ModelConfig) -> Dict[str, Tuple[int, ...]]:
     """Every tensor name the config implies, with its shape, in a stable order."""
     d, f = config.d_model, config.ffn_dim
+    a = config.attention_dim
     out: Dict[str, Tuple[int, ...]] = {}
 
     def norm(prefix: str) -> None:
@@ -252,11 +307,14 @@ def expected_tensors(config: ModelConfig) -> Dict[str, Tuple[int, ...]]:
             out[f"{prefix}.bias"] = (rows,)
 
     def attention(prefix: str) -> None:
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            linear(f"{prefix}.{proj}", d, d, config.attention_bias)
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            linear(f"{prefix}.{proj}", a, d, config.attention_bias)
+        linear(f"{prefix}.out_proj", d, a, config.attention_bias)
 
     def ffn(prefix: str) -> None:
         linear(f"{prefix}.fc1", f, d, config.ffn_bias)
+        if config.ffn_gated:  # the un-activated branch: fc2(act(fc1 x) * fc1_linear x)
+            linear(f"{prefix}.fc1_linear", f, d, config.ffn_bias)
         linear(f"{prefix}.fc2", d, f, config.ffn_bias)
 
     out["src_embedding.weight"] = (config.src_vocab_size, d)
@@ -265,6 +323,9 @@ def expected_tensors(config: ModelConfig) -> Dict[str, Tuple[int, ...]]:
     for side in ("encoder", "decoder"):
         if config.positional_encoding == "learned":
             out[f"{side}.positions.weight"] = (config.position_rows, d)
+        elif config.positional_encoding == "relative":  # one bias per (bucket, head), T5
+            out[f"{side}.relative_attention_bias.weight"] = (config.relative_attention_num_buckets,
+                                                            config.num_heads)
         if config.embedding_norm:
             norm(f"{side}.embedding_norm")
 

@@ -42,13 +42,15 @@ def get_cache_limit():
 def estimate_bytes(config, batch, src_len, max_steps):
     """Bytes a generate() call allocates: self-attention K/V caches, cross-attention K/V, the
     encoder's activations (about 4 + ffn/d rows of d per token) and the per-step buffers."""
-    d, L_dec = config.d_model, config.decoder_layers
+    d, a, L_dec = config.d_model, config.attention_dim, config.decoder_layers
     f32 = 4
-    self_kv = 2 * L_dec * batch * max_steps * d * f32
-    cross_kv = 2 * L_dec * batch * src_len * d * f32
-    encoder = batch * src_len * (6 * d + config.ffn_dim) * f32
-    step = batch * (5 * d + config.tgt_vocab_size + config.ffn_dim) * f32
-    return self_kv + cross_kv + encoder + step
+    self_kv = 2 * L_dec * batch * max_steps * a * f32
+    cross_kv = 2 * L_dec * batch * src_len * a * f32
+    encoder = batch * src_len * (3 * d + 3 * a + config.ffn_dim) * f32
+    step = batch * (2 * d + 4 * a + config.tgt_vocab_size + config.ffn_dim) * f32
+    relative = config.num_heads * (src_len * src_len + max_steps) * f32 \
+        if config.positional_encoding == "relative" else 0
+    return self_kv + cross_kv + encoder + step + relative
 
 
 def check_memory(config, batch, src_len, max_steps):
@@ -69,7 +71,7 @@ class DecoderState:
     def __init__(self, model, batch, src_len, src_lengths, cross, max_steps):
         cfg = model.config
         d, h = cfg.d_model, cfg.num_heads
-        hd = d // h
+        hd, a = cfg.head_dim, cfg.attention_dim   # heads may be narrower or wider than d_model / h
         L = cfg.decoder_layers
         self.batch = batch
         self.src_len = src_len
@@ -80,8 +82,8 @@ class DecoderState:
         self.self_k = np.empty((L, batch, h, max_steps, hd), dtype=np.float32)
         self.self_v = np.empty((L, batch, h, max_steps, hd), dtype=np.float32)
         self.x = np.empty((batch, d), dtype=np.float32)
-        self.ctx = np.empty((batch, d), dtype=np.float32)
-        self.qkv = np.empty((batch, 3 * d), dtype=np.float32)
+        self.ctx = np.empty((batch, a), dtype=np.float32)
+        self.qkv = np.empty((batch, 3 * a), dtype=np.float32)
         self.logits = np.empty((batch, cfg.tgt_vocab_size), dtype=np.float32)
         from . import _kernels
         self.scratch = np.empty(max(1, _kernels.get_num_threads()) * (max(max_steps, src_len) + 16),
@@ -127,6 +129,7 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
         logits = model.decode_step(state, tokens)
         if step < min_new_tokens:
             logits[:, eos] = -np.inf
+        model.constrain_logits(logits, step, max_new_tokens)   # the model family's forced/banned tokens
         nxt = logits.argmax(axis=1)
         if return_scores:
             scores[:, step] = _log_softmax_at(logits, nxt)

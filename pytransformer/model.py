@@ -15,6 +15,12 @@ from .errors import WeightsError
 _NORM_RMS = "rms_norm"
 
 
+def _own(a):
+    """A float32 C-contiguous copy that owns its memory: a loaded model must not keep views into
+    the memory-mapped file, which may be truncated or rewritten in place while the model runs."""
+    return np.array(a, dtype=np.float32, order="C", copy=True)
+
+
 class Linear:
     """y = x W^T + b with W packed once at load; optional fused activation and residual."""
 
@@ -22,7 +28,7 @@ class Linear:
 
     def __init__(self, weight, bias=None):
         self.packed = K.pack(weight, transpose=True)
-        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        self.bias = None if bias is None else _own(bias)
         self.out_features = self.packed.n
 
     @classmethod
@@ -42,8 +48,8 @@ class Norm:
     __slots__ = ("weight", "bias", "eps", "rms")
 
     def __init__(self, weight, bias, eps, rms):
-        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
-        self.bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+        self.weight = _own(weight)
+        self.bias = None if bias is None else _own(bias)
         self.eps = float(eps)
         self.rms = rms
 
@@ -52,15 +58,19 @@ class Norm:
 
 
 class Attention:
-    """Multi-head attention projections; self-attention fuses q/k/v, cross-attention fuses k/v."""
+    """Multi-head attention projections; self-attention fuses q/k/v, cross-attention fuses k/v.
 
-    __slots__ = ("q", "kv", "qkv", "out", "heads", "head_dim", "d_model")
+    The heads together are `inner` = heads x head_dim wide, which is d_model except in models such
+    as flan-T5-small (6 heads of 64 on a 512-wide stream)."""
+
+    __slots__ = ("q", "kv", "qkv", "out", "heads", "head_dim", "inner", "scale")
 
     def __init__(self, t, prefix, cfg, cross):
-        d = cfg.d_model
         self.heads = cfg.num_heads
-        self.head_dim = d // cfg.num_heads
-        self.d_model = d
+        self.head_dim = cfg.head_dim
+        self.inner = cfg.attention_dim
+        # None: the kernel's 1/sqrt(head_dim). T5 folds that factor into its weights instead.
+        self.scale = None if cfg.scale_attention else 1.0
         b = (lambda n: t[prefix + n + ".bias"]) if cfg.attention_bias else (lambda n: None)
         w = lambda n: t[prefix + n + ".weight"]
         if cross:
@@ -80,17 +90,33 @@ class Attention:
 
 
 class FeedForward:
-    __slots__ = ("fc1", "fc2", "act")
+    """fc2(act(fc1 x)), or with ffn_gated (T5 v1.1) fc2(act(fc1 x) * fc1_linear x)."""
+
+    __slots__ = ("fc1", "fc2", "act", "gated_width")
 
     def __init__(self, t, prefix, cfg):
         b = (lambda n: t[prefix + n + ".bias"]) if cfg.ffn_bias else (lambda n: None)
-        self.fc1 = Linear(t[prefix + "fc1.weight"], b("fc1"))
+        if cfg.ffn_gated:
+            # Both input projections read the same x: one GEMM, outputs side by side.
+            self.fc1 = Linear.fused([t[prefix + "fc1.weight"], t[prefix + "fc1_linear.weight"]],
+                                    [b("fc1"), b("fc1_linear")])
+            self.gated_width = cfg.ffn_dim
+        else:
+            self.fc1 = Linear(t[prefix + "fc1.weight"], b("fc1"))
+            self.gated_width = 0
         self.fc2 = Linear(t[prefix + "fc2.weight"], b("fc2"))
         self.act = K.ACTIVATIONS[cfg.activation]
 
     def __call__(self, x, residual):
-        """residual + fc2(act(fc1(x))); the residual add is fused into the second GEMM (in place)."""
-        return self.fc2(self.fc1(x, self.act), residual=residual, out=residual)
+        """residual + FFN(x); the residual add is fused into the second GEMM (in place)."""
+        f = self.gated_width
+        if not f:
+            return self.fc2(self.fc1(x, self.act), residual=residual, out=residual)
+        both = self.fc1(x)                       # (rows, 2f): [fc1 x | fc1_linear x]
+        gate = both[:, :f]                       # strided view, activated and multiplied in place
+        K.bias_activation(gate, None, self.act, out=gate)
+        np.multiply(gate, both[:, f:], out=gate)
+        return self.fc2(gate, residual=residual, out=residual)
 
 
 def _norm(t, name, cfg):
@@ -120,6 +146,73 @@ class DecoderLayer:
         self.ffn_norm = _norm(t, prefix + "ffn_norm", cfg)
 
 
+def sinusoidal_table(n, d, offset, layout):
+    """(n, d) float32 position table for positions offset .. offset+n-1 (see weights/README.md).
+    "interleaved" and "halves" come from the C kernel; "fairseq" (M2M100, NLLB: sin half then cos
+    half with frequencies 10000^(-j/(d/2-1))) is computed here in float64 and rounded once."""
+    if layout != "fairseq":
+        return K.sinusoidal_positions(n, d, offset, layout)
+    half = d // 2
+    # d/2 == 1 would divide by zero; fairseq then has the single frequency 1 (its exp(-inf*0) = nan
+    # is never produced because such models do not exist, but keep the table finite).
+    step = math.log(10000.0) / (half - 1) if half > 1 else 0.0
+    freqs = np.exp(np.arange(half, dtype=np.float64) * -step)
+    angles = np.arange(offset, offset + n, dtype=np.float64)[:, None] * freqs[None, :]
+    return np.ascontiguousarray(np.concatenate([np.sin(angles), np.cos(angles)], axis=1), dtype=np.float32)
+
+
+class SinusoidalPositions:
+    """Rows of a sinusoidal table, computed when first needed and extended (doubling) as longer
+    sequences arrive: max_positions is a limit, not an allocation. Every row is computed on its
+    own, so a grown table holds the same values. Indexed like the table: [:n] or [t]."""
+
+    def __init__(self, limit, d, offset, layout):
+        self.limit, self.d, self.offset, self.layout = limit, d, offset, layout
+        self.table = np.empty((0, d), dtype=np.float32)
+
+    def _cover(self, n):
+        table = self.table
+        if n > table.shape[0]:
+            rows = min(self.limit, max(n, 2 * table.shape[0], 64))
+            table = self.table = sinusoidal_table(rows, self.d, self.offset, self.layout)
+        return table
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._cover(key.stop if key.stop is not None else self.limit)[key]
+        return self._cover(int(key) + 1)[key]
+
+
+def relative_position_buckets(rel, bidirectional, num_buckets, max_distance):
+    """T5's bucket of each relative position rel = key - query (int array): exact buckets for small
+    distances, logarithmic ones up to max_distance; the encoder (bidirectional) spends half the
+    buckets on keys after the query, the causal decoder only sees keys at or before it.
+
+    The logarithm is taken in float64 and rounded to float32, then divided and multiplied in
+    float32 as the reference does, so bucket edges that fall on whole numbers (rel = 16, 32, 64
+    for the usual 32 buckets and distance 128) truncate the same way."""
+    rel = np.asarray(rel, dtype=np.int64)
+    buckets = np.zeros(rel.shape, dtype=np.int64)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (rel > 0) * num_buckets
+        dist = np.abs(rel)
+    else:
+        dist = -np.minimum(rel, 0)
+    max_exact = num_buckets // 2
+    ratio = np.maximum(dist, max_exact).astype(np.float32) / np.float32(max_exact)
+    log_ratio = np.log(ratio.astype(np.float64)).astype(np.float32)
+    scaled = log_ratio / np.float32(math.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
+    large = np.minimum(max_exact + scaled.astype(np.int64), num_buckets - 1)
+    return buckets + np.where(dist < max_exact, dist, large)
+
+
+def _key_minus_query(n):
+    """(n, n) relative positions key - query of a sequence attending to itself."""
+    pos = np.arange(n)
+    return pos[None, :] - pos[:, None]
+
+
 def _sublayer(pre_norm, norm, x, body):
     """Residual wiring around one sub-layer; `body(h, residual)` returns residual + f(h) (fused in its last GEMM).
 
@@ -136,6 +229,16 @@ class Model:
     # Set by pytransformer.load when the model directory ships a vocabulary or tokenizer: an object
     # with encode(text) -> list of source ids and decode(ids) -> text.
     tokenizer = None
+    # Why there is no tokenizer although the directory has tokenizer files (e.g. "install the
+    # `tokenizers` package"): translate() raises it instead of a generic message.
+    tokenizer_error = None
+
+    # Generation rules that come with the model (Hugging Face generation_config.json), applied by
+    # constrain_logits at every greedy step: the first generated token is forced to forced_bos_id,
+    # the last one allowed by max_new_tokens to forced_eos_id, and suppressed_ids are never produced.
+    forced_bos_id = None
+    forced_eos_id = None
+    suppressed_ids = None
 
     def __init__(self, config: ModelConfig, tensors: dict, path=None):
         self.config = cfg = config
@@ -144,7 +247,8 @@ class Model:
         self.pre_norm = cfg.norm_placement == "pre"
         self.embed_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
         self.heads = cfg.num_heads
-        self.head_dim = cfg.d_model // cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.attention_dim = cfg.attention_dim
         try:
             self._build(t, cfg)
         except KeyError as e:  # the loader already checked names; this guards direct construction
@@ -161,23 +265,29 @@ class Model:
             self.tgt_embed = self.output.packed
         else:
             self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None)
-            self.tgt_embed = np.ascontiguousarray(tgt_table, dtype=np.float32)
+            self.tgt_embed = _own(tgt_table)
         if cfg.shared_embeddings and cfg.tie_output:
             self.src_embed = self.tgt_embed
         else:
-            self.src_embed = np.ascontiguousarray(src_table, dtype=np.float32)
+            self.src_embed = _own(src_table)
 
         self.max_positions = cfg.max_positions
         if cfg.positional_encoding == "learned":
             off = cfg.position_offset
-            self.enc_pos = np.ascontiguousarray(t["encoder.positions.weight"][off:], dtype=np.float32)
-            self.dec_pos = np.ascontiguousarray(t["decoder.positions.weight"][off:], dtype=np.float32)
+            self.enc_pos = _own(t["encoder.positions.weight"][off:])
+            self.dec_pos = _own(t["decoder.positions.weight"][off:])
         elif cfg.positional_encoding == "sinusoidal":
-            table = K.sinusoidal_positions(cfg.max_positions, cfg.d_model, cfg.position_offset,
-                                           cfg.sinusoidal_layout)
-            self.enc_pos = self.dec_pos = table
+            self.enc_pos = self.dec_pos = SinusoidalPositions(cfg.max_positions, cfg.d_model,
+                                                              cfg.position_offset, cfg.sinusoidal_layout)
         else:
             self.enc_pos = self.dec_pos = None
+        # T5: a learned bias per (relative-position bucket, head), shared by all layers of a stack.
+        if cfg.positional_encoding == "relative":
+            self.enc_rel = _own(t["encoder.relative_attention_bias.weight"].T)   # (heads, buckets)
+            self.dec_rel = _own(t["decoder.relative_attention_bias.weight"].T)
+        else:
+            self.enc_rel = self.dec_rel = None
+        self.output_scale = None if cfg.output_scale == 1.0 else np.float32(cfg.output_scale)
 
         emb_norm = cfg.embedding_norm
         self.enc_emb_norm = _norm(t, "encoder.embedding_norm", cfg) if emb_norm else None
@@ -259,14 +369,25 @@ class Model:
             x = emb_norm(x, out=x)
         return x
 
-    def _self_attention(self, attn, x, B, T, lengths, causal, out):
-        """Attention context (B*T, d) for the normalised input x."""
+    def _self_attention(self, attn, x, B, T, lengths, causal, out, bias=None):
+        """Attention context (B*T, heads*head_dim) for the normalised input x; bias (heads, T, T) or None."""
         qkv = attn.qkv(x)
         q = attn.heads_view(qkv, B, T, 0)
         k = attn.heads_view(qkv, B, T, 1)
         v = attn.heads_view(qkv, B, T, 2)
-        K.attention(q, k, v, out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lengths, causal=causal)
+        K.attention(q, k, v, out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lengths,
+                    bias=bias, causal=causal, scale=attn.scale)
         return out
+
+    def _relative_bias(self, table, rel, bidirectional):
+        """Score bias of T5's bucketed relative positions rel = key - query (any shape):
+        (heads, *rel.shape), or None without relative positions."""
+        if table is None:
+            return None
+        cfg = self.config
+        buckets = relative_position_buckets(rel, bidirectional, cfg.relative_attention_num_buckets,
+                                            cfg.relative_attention_max_distance)
+        return np.ascontiguousarray(table[:, buckets])
 
     def encode(self, src, lengths=None):
         """Encoder output (B, S, d) float32 and source lengths (B,) for token-id sequences."""
@@ -277,10 +398,11 @@ class Model:
     def _encode_ids(self, ids, lens):
         B, S = ids.shape
         x = self._embed(ids, self.src_embed, self.enc_pos, self.enc_emb_norm)
-        ctx = np.empty_like(x)
+        ctx = np.empty((B * S, self.attention_dim), dtype=np.float32)
+        bias = self._relative_bias(self.enc_rel, _key_minus_query(S), True)  # once, for every layer
         for layer in self.encoder_layers:
             def attn_body(h, residual, layer=layer):
-                self._self_attention(layer.attn, h, B, S, lens, False, ctx)
+                self._self_attention(layer.attn, h, B, S, lens, False, ctx, bias)
                 return layer.attn.out(ctx, residual=residual, out=residual)
             x = _sublayer(self.pre_norm, layer.attn_norm, x, attn_body)
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
@@ -305,7 +427,7 @@ class Model:
         qv = attn.heads_view(q, B, T, 0)
         # (B, heads, S, head_dim) -> the (B, S, heads, head_dim) view the kernel takes
         K.attention(qv, kv[0].transpose(0, 2, 1, 3), kv[1].transpose(0, 2, 1, 3),
-                    out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lens)
+                    out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lens, scale=attn.scale)
         return out
 
     def forward(self, src, tgt, src_lengths=None):
@@ -324,11 +446,12 @@ class Model:
         memory = self._encode_ids(ids, lens)
         cross = self.cross_kv(memory, B, S)
         x = self._embed(tgt.astype(np.int32), self.tgt_embed, self.dec_pos, self.dec_emb_norm)
-        ctx = np.empty_like(x)
+        ctx = np.empty((B * T, self.attention_dim), dtype=np.float32)
         full = np.full(B, T, dtype=np.int32)
+        bias = self._relative_bias(self.dec_rel, _key_minus_query(T), False)
         for layer, kv in zip(self.decoder_layers, cross):
             def self_body(h, residual, layer=layer):
-                self._self_attention(layer.self_attn, h, B, T, full, True, ctx)
+                self._self_attention(layer.self_attn, h, B, T, full, True, ctx, bias)
                 return layer.self_attn.out(ctx, residual=residual, out=residual)
 
             def cross_body(h, residual, layer=layer, kv=kv):
@@ -337,9 +460,16 @@ class Model:
             x = _sublayer(self.pre_norm, layer.self_norm, x, self_body)
             x = _sublayer(self.pre_norm, layer.cross_norm, x, cross_body)
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
+        return self._logits(x).reshape(B, T, -1)
+
+    def _logits(self, x, out=None):
+        """Final decoder norm, output scale (T5's d_model^-0.5, applied before the GEMM as there)
+        and output projection of the decoder's residual stream x (consumed)."""
         if self.dec_final is not None:
-            x = self.dec_final(x)
-        return self.output(x).reshape(B, T, -1)
+            x = self.dec_final(x, out=x)
+        if self.output_scale is not None:
+            x *= self.output_scale
+        return self.output(x, out=out)
 
     # ------------------------------------------------------------------ incremental decoding
     def start_decoding(self, src, max_steps, lengths=None):
@@ -350,7 +480,12 @@ class Model:
             raise ValueError(f"cannot decode {max_steps} positions: the model has {self.max_positions}")
         memory = self._encode_ids(ids, lens)
         B, S = ids.shape
-        return DecoderState(self, B, S, lens, self.cross_kv(memory, B, S), max_steps)
+        state = DecoderState(self, B, S, lens, self.cross_kv(memory, B, S), max_steps)
+        if self.dec_rel is not None:
+            # (heads, max_steps) table over relative positions -(max_steps-1) .. 0: query t's bias
+            # over keys 0..t is its last t+1 columns
+            state.rel_bias = self._relative_bias(self.dec_rel, np.arange(1 - max_steps, 1), False)
+        return state
 
     def decode_step(self, state, tokens):
         """Feed one token per sequence (B,) at position state.step; returns logits (B, tgt_vocab)."""
@@ -365,19 +500,22 @@ class Model:
             x = self.dec_emb_norm(x, out=x)
         ctx = state.ctx
         n_keys = t + 1
+        # (heads, 1, t+1) view over the precomputed relative-position table: no copy per step
+        bias = None if self.dec_rel is None else state.rel_bias[:, None, state.max_steps - n_keys:]
         for li, layer in enumerate(self.decoder_layers):
             kc, vc = state.self_k[li], state.self_v[li]
 
             def self_body(h, residual, layer=layer, kc=kc, vc=vc):
                 attn = layer.self_attn
                 qkv = attn.qkv(h, out=state.qkv)
-                d = attn.d_model
+                a = attn.inner
                 # cache layout (B, H, max_steps, head_dim): each head's keys are contiguous
-                kc[:, :, t, :] = qkv[:, d:2 * d].reshape(B, attn.heads, attn.head_dim)
-                vc[:, :, t, :] = qkv[:, 2 * d:].reshape(B, attn.heads, attn.head_dim)
-                q = qkv[:, :d].reshape(B, 1, attn.heads, attn.head_dim)
+                kc[:, :, t, :] = qkv[:, a:2 * a].reshape(B, attn.heads, attn.head_dim)
+                vc[:, :, t, :] = qkv[:, 2 * a:].reshape(B, attn.heads, attn.head_dim)
+                q = qkv[:, :a].reshape(B, 1, attn.heads, attn.head_dim)
                 K.attention(q, kc[:, :, :n_keys].transpose(0, 2, 1, 3), vc[:, :, :n_keys].transpose(0, 2, 1, 3),
-                            ctx.reshape(B, 1, attn.heads, attn.head_dim), scratch=state.scratch)
+                            ctx.reshape(B, 1, attn.heads, attn.head_dim), bias=bias, scale=attn.scale,
+                            scratch=state.scratch)
                 return attn.out(ctx, residual=residual, out=residual)
 
             def cross_body(h, residual, layer=layer, kv=state.cross[li]):
@@ -386,10 +524,23 @@ class Model:
             x = _sublayer(self.pre_norm, layer.self_norm, x, self_body)
             x = _sublayer(self.pre_norm, layer.cross_norm, x, cross_body)
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
-        if self.dec_final is not None:
-            x = self.dec_final(x)
         state.step += 1
-        return self.output(x, out=state.logits)
+        return self._logits(x, out=state.logits)
+
+    def constrain_logits(self, logits, step, max_new_tokens):
+        """Apply the model's generation rules in place to one step's logits (B, V) before the argmax.
+
+        step counts generated tokens from 0. The decoding loop calls this after its own
+        min_new_tokens rule, so a forced token wins over it, as in transformers."""
+        if self.suppressed_ids is not None:
+            logits[:, self.suppressed_ids] = -np.inf
+        forced = self.forced_bos_id if step == 0 else None
+        if step == max_new_tokens - 1 and self.forced_eos_id is not None:
+            forced = self.forced_eos_id
+        if forced is not None:
+            logits.fill(-np.inf)
+            logits[:, forced] = 0.0
+        return logits
 
     def generate(self, src, max_new_tokens, min_new_tokens=0, return_scores=False, lengths=None):
         """Greedy decoding. Returns a list of int64 arrays (tokens after the decoder start, EOS included
@@ -399,6 +550,8 @@ class Model:
 
     def translate(self, texts, max_new_tokens=None, batch_size=None):
         """Text in, text out, for models that ship a vocabulary (see pytransformer.text)."""
+        if self.tokenizer is None and self.tokenizer_error:
+            raise ImportError(self.tokenizer_error)
         from .text import translate
         return translate(self, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
 

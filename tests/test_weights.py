@@ -341,7 +341,7 @@ def test_config_defaults_and_round_trip():
     ({"shared_embeddings": 1}, ["'shared_embeddings'", "1"]),
     ({"shared_embeddings": True}, ["'shared_embeddings'", "13", "11"]),
     ({"tie_output": "yes"}, ["'tie_output'"]),
-    ({"ffn_gated": True}, ["'ffn_gated'"]),
+    ({"ffn_gated": True, "format_version": 1}, ["'ffn_gated'", "format_version 2"]),
     ({"layer_norm_eps": 0.0}, ["'layer_norm_eps'"]),
     ({"layer_norm_eps": float("nan")}, ["'layer_norm_eps'"]),
     ({"layer_norm_eps": True}, ["'layer_norm_eps'"]),
