@@ -10,8 +10,9 @@ double pt_probe_read(const float *buf, size_t n, int nthreads);
 /* Same with AVX2 loads (what the GEMM's streaming path uses); NaN when not compiled in. */
 double pt_probe_read_avx2(const float *buf, size_t n, int nthreads);
 
-/* Runs iters rounds of 16 independent 8-lane FMAs on each of nthreads threads (AVX2 path only;
- * returns NaN when it is not compiled in). flops = iters * 16 * 8 * 2 * nthreads. */
+/* Runs iters rounds of PT_PROBE_CHAINS independent 8-lane FMAs on each of nthreads threads (AVX2
+ * path only; returns NaN when it is not compiled in). flops = iters * PT_PROBE_CHAINS * 8 * 2 * nthreads. */
+#define PT_PROBE_CHAINS 12
 double pt_probe_fma_avx2(long iters, int nthreads);
 
 #endif

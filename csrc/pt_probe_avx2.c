@@ -13,15 +13,16 @@ double pt_probe_fma_avx2(long iters, int nthreads) {
     if (nthreads < 1) nthreads = 1;
 #pragma omp parallel num_threads(nthreads) reduction(+:sink) if(nthreads > 1)
     {
-        __m256 acc[16];
+        /* 12 chains cover 2 ports x 4-cycle latency with room to spare, and with the two
+         * constants they fit the 16 ymm registers: 16 chains would spill and measure the spills */
+        __m256 acc[PT_PROBE_CHAINS];
         const __m256 x = _mm256_set1_ps(0.9999999f), y = _mm256_set1_ps(1e-7f);
-        for (int j = 0; j < 16; j++) acc[j] = _mm256_set1_ps((float)j);
+        for (int j = 0; j < PT_PROBE_CHAINS; j++) acc[j] = _mm256_set1_ps((float)j);
         for (long i = 0; i < iters; i++) {
-            /* 16 chains x 4-cycle latency covers 2 ports x 4 cycles with room to spare */
-            for (int j = 0; j < 16; j++) acc[j] = _mm256_fmadd_ps(acc[j], x, y);
+            for (int j = 0; j < PT_PROBE_CHAINS; j++) acc[j] = _mm256_fmadd_ps(acc[j], x, y);
         }
         __m256 s = acc[0];
-        for (int j = 1; j < 16; j++) s = _mm256_add_ps(s, acc[j]);
+        for (int j = 1; j < PT_PROBE_CHAINS; j++) s = _mm256_add_ps(s, acc[j]);
         sink += _mm256_cvtss_f32(s);
     }
     return sink;

@@ -95,6 +95,8 @@ cdef extern from "pt_embedding.h" nogil:
     int pt_sinusoidal_positions(float *out, Py_ssize_t ldo, int n, int d, int offset, int layout)
 
 cdef extern from "pt_probe.h" nogil:
+    enum:
+        PT_PROBE_CHAINS
     double pt_probe_read(const float *buf, size_t n, int nthreads)
     double pt_probe_read_avx2(const float *buf, size_t n, int nthreads)
     double pt_probe_fma_avx2(long iters, int nthreads)

@@ -2,7 +2,8 @@
 #
 # Everything here takes float32 arrays whose last axis is contiguous (other axes may be strided),
 # raises TypeError/ValueError quoting shapes for bad input, and never lets a bad pointer reach C.
-# ISA selection: chosen once at import from CPUID, overridable by PYTRANSFORMER_ISA=generic|avx2|avx512
+# ISA selection: chosen once at import from CPUID (the widest available), overridable by
+# PYTRANSFORMER_ISA=generic|avx2|avx512
 # and by set_isa() (tests use it to run every path in one process). The avx512 path differs from
 # avx2 only in the GEMM; the other kernels run their AVX2 versions under it.
 import os
@@ -142,8 +143,10 @@ def _init_runtime():
     if forced:
         set_isa(forced)  # raises if the CPU or build lacks it
     else:
+        # the widest path: the AVX-512 GEMM measured 1.6x the AVX2 one on compute-bound shapes here
+        # (README); the others run their AVX2 kernels under it. (wraparound is off here: no [-1])
         isas = available_isas()
-        set_isa(isas[len(isas) - 1])  # the widest path (wraparound is off in this module: no [-1])
+        set_isa(isas[len(isas) - 1])
 
 
 _init_runtime()
@@ -647,7 +650,7 @@ def probe_read_bandwidth(object buf, int nthreads=0):
 
 
 def probe_fma(long iters, int nthreads=0):
-    """iters rounds of 16 x 8-lane FMAs per thread on the AVX2 path; returns flops done (0 without AVX2)."""
+    """iters rounds of PT_PROBE_CHAINS x 8-lane FMAs per thread on the AVX2 path; returns flops done (0 without AVX2)."""
     if not avx2_available():
         return 0
     cdef int nt = 1 if _fork_safe_mode else (nthreads if nthreads > 0 else _nthreads)
@@ -655,4 +658,4 @@ def probe_fma(long iters, int nthreads=0):
         _mark_threads_used()
     with nogil:
         pt_probe_fma_avx2(iters, nt)
-    return iters * 16 * 8 * 2 * nt
+    return iters * PT_PROBE_CHAINS * 8 * 2 * nt
