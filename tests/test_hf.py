@@ -635,3 +635,24 @@ def test_mt5_is_t5_v11(tmp_path):
     assert hf.describe(tmp_path)["config"]["output_scale"] == 1.0   # mT5 never scales
     report = hf_torch.compare_with_transformers(tmp_path, _sources(6, VOCAB, {0, 1}, 3, 12), max_new_tokens=8)
     assert report["max_logit_diff"] <= LOGITS_ATOL and report["greedy_mismatches"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line on Hugging Face directories
+
+def test_cli_info_verify_export_on_hf_directory(tmp_path, capsys):
+    from pytransformer.__main__ import main
+    ref = _small_marian(4)
+    ref.save_pretrained(tmp_path)
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Hugging Face marian directory" in out and "model.safetensors" in out and "isa:" in out
+    assert main(["verify", str(tmp_path), "-n", "6", "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "6/6 sequences identical" in out and "OK" in out
+    # a directory with only pytorch_model.bin: `pytransformer export DIR` writes model.safetensors once
+    os.remove(tmp_path / "model.safetensors")
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+    assert main(["export", str(tmp_path)]) == 0
+    got, want = _logits_both(ref, pytransformer.load(tmp_path))
+    assert np.abs(got - want).max() <= LOGITS_ATOL
