@@ -50,7 +50,9 @@ def child_env():
 
 def run_child(args, timeout):
     try:
-        return subprocess.run([sys.executable] + args, env=child_env(), capture_output=True,
+        # cwd: `python -c` puts the working directory first on sys.path, and from the repository
+        # root that is the source tree (no compiled kernels) instead of the installed package
+        return subprocess.run([sys.executable] + args, env=child_env(), cwd=HERE, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"child {args[:2]} hung (> {timeout} s); stderr tail:\n{(exc.stderr or '')[-3000:]}")

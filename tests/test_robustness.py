@@ -166,7 +166,7 @@ def test_identical_across_runs_and_processes(tmp_path):
     for omp in ("1", "2", "2"):
         env = dict(os.environ, OMP_NUM_THREADS=omp,
                    PYTHONPATH=os.pathsep.join([package_root, HERE, os.environ.get("PYTHONPATH", "")]))
-        result = subprocess.run([sys.executable, "-c", RUN_SCRIPT, path], env=env,
+        result = subprocess.run([sys.executable, "-c", RUN_SCRIPT, path], env=env, cwd=HERE,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
         digests.append(result.stdout.strip())
@@ -329,7 +329,7 @@ def test_model_survives_its_file_being_overwritten_in_place(tmp_path):
     """)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(pytransformer.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=HERE, capture_output=True, text=True,
                             timeout=120)
     how = f"signal {-result.returncode}" if result.returncode < 0 else f"status {result.returncode}"
     assert result.returncode == 0 and result.stdout.strip() == "ok", (
