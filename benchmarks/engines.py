@@ -5,8 +5,12 @@ with save_pretrained (nothing downloaded). CTranslate2 converts that directory w
 converter; its tokenizer step is replaced by a synthetic vocabulary (token i is the string "t{i}",
 EOS "</s>" is id 0 and "<pad>" the last id, as in Marian), so that ids map one to one.
 
-Each engine exposes: load(), generate(src_ids, n_new) -> list of token-id lists (greedy, EOS
-suppressed so exactly n_new tokens come out) and encode(src_ids) for the encoder-only workload.
+Each engine exposes: load(), set_threads(n), generate(src_ids, n_new) -> list of token-id lists
+(greedy, EOS suppressed so exactly n_new tokens come out) and encode(src_ids) for the encoder-only
+workload (CTranslate2 has no encoder-only call: its encode() runs the encoder plus one decoder step,
+see CTranslate2Engine.encode).
+
+Source sequences end with EOS (id 0), as a Marian tokenizer writes them; every engine gets them as is.
 """
 import os
 
@@ -36,11 +40,16 @@ def build_marian(path, shape=OPUS_MT_EN_DE_SHAPE, seed=0):
         for name, p in model.named_parameters():
             if "embed_positions" in name:
                 continue                   # the sinusoidal table is a function of the shape, not a weight
-            if p.dim() == 2 and "embed" not in name:
-                p.normal_(0.0, 1.0 / p.shape[1] ** 0.5)
-            elif p.dim() == 2:
-                p.normal_(0.0, 1.0 / shape["d_model"] ** 0.5)
-                p[cfg.pad_token_id].zero_()   # Marian starts decoding from the pad embedding, which is zero
+            if p.dim() == 2:
+                p.normal_(0.0, 1.0 / p.shape[-1] ** 0.5)
+        # Marian decodes from a zero start embedding; transformers spells that as the embedding row of
+        # the pad token, which a trained Marian checkpoint holds as zeros. CTranslate2's Marian converter
+        # relies on it (start_from_zero_embedding, pad row dropped), so every table tied to the
+        # vocabulary gets a zero pad row. (The shared table is named "model.shared", not "embed...":
+        # matching on the name missed it, and CTranslate2 then disagreed with transformers.)
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings(),
+                    model.model.encoder.embed_tokens, model.model.decoder.embed_tokens):
+            emb.weight[cfg.pad_token_id].zero_()
     model.save_pretrained(path)
     return path
 
@@ -63,14 +72,24 @@ class PytransformerEngine:
 
     def load(self):
         import pytransformer
+        self.pt = pytransformer
         pytransformer.set_num_threads(self.threads)
         self.model = pytransformer.load(self.path)
+        # transformers' generate is called with forced_eos_token_id=None, CTranslate2 has no such rule:
+        # switch the Marian generation_config's forced EOS off here too, so all engines decode alike.
+        self.model.forced_eos_id = None
         return self
 
+    def set_threads(self, n):
+        self.threads = n
+        self.pt.set_num_threads(n)
+
     def generate(self, src_ids, n_new):
+        self.pt.set_num_threads(self.threads)
         return [t.tolist() for t in self.model.generate(src_ids, n_new, min_new_tokens=n_new)]
 
     def encode(self, src_ids):
+        self.pt.set_num_threads(self.threads)
         return self.model.encode(src_ids)[0]
 
 
@@ -89,7 +108,12 @@ class TransformersEngine:
         self.pad = self.model.config.pad_token_id
         return self
 
+    def set_threads(self, n):
+        self.threads = n
+        self.torch.set_num_threads(n)
+
     def generate(self, src_ids, n_new):
+        self.torch.set_num_threads(self.threads)
         ids, mask = _padded(src_ids, self.pad)
         with self.torch.inference_mode():
             out = self.model.generate(input_ids=self.torch.from_numpy(ids), attention_mask=self.torch.from_numpy(mask),
@@ -98,6 +122,7 @@ class TransformersEngine:
         return [row[1:].tolist() for row in out]   # drop the decoder start token
 
     def encode(self, src_ids):
+        self.torch.set_num_threads(self.threads)
         ids, mask = _padded(src_ids, self.pad)
         with self.torch.inference_mode():
             return self.model.get_encoder()(input_ids=self.torch.from_numpy(ids),
@@ -118,18 +143,29 @@ class _SyntheticVocab:
 
 
 def convert_ct2(hf_path, out_path):
-    """Convert the HF directory with CTranslate2's own converter (float32), once."""
+    """Convert the HF directory with CTranslate2's own converter (float32), once.
+
+    The Marian converter drops the pad row (the last id) and starts the decoder from a zero vector,
+    which equals transformers' start from the pad embedding only when that row is zero: checked here,
+    as a model that breaks it decodes differently in CTranslate2 (see build_marian)."""
     if os.path.exists(os.path.join(out_path, "model.bin")):
         return out_path
     from ctranslate2.converters import TransformersConverter
     from transformers import AutoConfig
 
-    size = AutoConfig.from_pretrained(hf_path).vocab_size
+    config = AutoConfig.from_pretrained(hf_path)
+    size = config.vocab_size
 
     class Converter(TransformersConverter):
         def load_tokenizer(self, tokenizer_class, model_name_or_path, **kwargs):
             return _SyntheticVocab(size)
 
+    from safetensors.numpy import load_file
+    tensors = load_file(os.path.join(hf_path, "model.safetensors"))
+    for name, t in tensors.items():
+        if t.ndim == 2 and t.shape[0] == size and np.any(t[config.decoder_start_token_id] != 0):
+            raise ValueError(f"{hf_path}: {name} has a non-zero row for the decoder start id "
+                             f"{config.decoder_start_token_id}; CTranslate2 would start from zeros instead")
     Converter(hf_path).convert(out_path, force=True)
     return out_path
 
@@ -142,13 +178,40 @@ class CTranslate2Engine:
 
     def load(self):
         import ctranslate2
+        self.ct2 = ctranslate2
         self.translator = ctranslate2.Translator(self.path, device="cpu", compute_type=self.compute_type,
                                                  intra_threads=self.threads, inter_threads=1)
         return self
 
+    def set_threads(self, n):
+        """intra_threads is fixed when a Translator is built: build a new one for another count."""
+        if n != self.threads:
+            del self.translator
+            self.threads = n
+            self.load()
+
+    @staticmethod
+    def _tokens(src_ids):
+        return [["</s>" if i == 0 else f"t{i}" for i in s] for s in src_ids]
+
     def generate(self, src_ids, n_new):
-        # Marian inputs end with EOS already (as the caller supplies them); tokens are "t{id}"
-        src = [["</s>" if i == 0 else f"t{i}" for i in s] for s in src_ids]
-        res = self.translator.translate_batch(src, beam_size=1, max_decoding_length=n_new,
+        res = self.translator.translate_batch(self._tokens(src_ids), beam_size=1, max_decoding_length=n_new,
                                               min_decoding_length=n_new, max_batch_size=0)
         return [[0 if t == "</s>" else int(t[1:]) for t in r.hypotheses[0]] for r in res]
+
+    def encode(self, src_ids):
+        """Encoder plus ONE decoder step (CTranslate2's Python API has no encoder-only call); the
+        report subtracts the measured time of one step to estimate the encoder alone."""
+        return self.translator.translate_batch(self._tokens(src_ids), beam_size=1, max_decoding_length=1,
+                                               min_decoding_length=1, max_batch_size=0)
+
+
+ENGINES = {"pytransformer": PytransformerEngine, "transformers": TransformersEngine, "ctranslate2": CTranslate2Engine}
+
+
+def ctranslate2_available():
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return False
+    return True

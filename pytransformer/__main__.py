@@ -300,6 +300,142 @@ def _verify_hf(model, srcs, args):
 
 # ---------------------------------------------------------------------------- bench
 
+def write_report(md_path, title, notes, header, rows, data, panels=None):
+    """Write a markdown table to md_path, the raw numbers beside it (.json) and, when matplotlib is
+    installed and panels are given, a bar chart (.png). Returns the paths written.
+
+    rows: lists of cells (already formatted); data: anything JSON can hold; panels: list of
+    {"title", "x" (labels), "series" {name: values}, "ylabel"}, one grouped-bar subplot each."""
+    import json
+    base = os.path.splitext(md_path)[0]
+    lines = [f"## {title}", ""] + [n for n in notes] + ([""] if notes else [])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    written = [md_path]
+    with open(base + ".json", "w") as f:
+        json.dump(data, f, indent=1, default=float)
+    written.append(base + ".json")
+    if panels:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return written
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        for ax, p in zip(axes[0], panels):
+            names = list(p["series"])
+            width = 0.8 / max(1, len(names))
+            for i, name in enumerate(names):
+                xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(p["x"]))]
+                ax.bar(xs, [v or 0 for v in p["series"][name]], width, label=name)
+            ax.set_xticks(range(len(p["x"])), [str(x) for x in p["x"]])
+            ax.set_xlabel("batch size")
+            ax.set_ylabel(p.get("ylabel", "tokens/s"))
+            ax.set_title(p["title"], fontsize=10)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(base + ".png", dpi=110)
+        plt.close(fig)
+        written.append(base + ".png")
+    return written
+
+
+def profile_decode_step(model, src, steps, reps=3):
+    """Where the time of one greedy decode step goes, in ms per step (over reps runs of
+    `steps` steps, best of reps): each kernel call is timed by wrapping pytransformer.model's kernel module;
+    "Python/other" is the rest of the same instrumented run (the Python between kernels, numpy
+    cache writes and position adds); "total" is an uninstrumented run, timed alternately. Softmax runs inside the fused attention
+    kernel; its share is estimated by timing softmax_rows on score rows of the same shapes."""
+    import numpy as np
+    from . import _kernels as K
+    from . import model as model_mod
+    out_packed = model.output.packed
+    cats = ["GEMM (layers)", "output projection", "attention", "norms", "embedding", "activation",
+            "argmax"]
+    acc = dict.fromkeys(cats, 0.0)
+    clock = time.perf_counter
+
+    def timed(fn, cat_of):
+        def wrapper(*a, **kw):
+            t0 = clock()
+            r = fn(*a, **kw)
+            acc[cat_of(a)] += clock() - t0
+            return r
+        return wrapper
+
+    class Timed:     # stands in for the kernel module inside pytransformer.model
+        def __getattr__(self, name):
+            return getattr(K, name)
+    proxy = Timed()
+    proxy.gemm = timed(K.gemm, lambda a: "output projection" if a[1] is out_packed else "GEMM (layers)")
+    proxy.attention = timed(K.attention, lambda a: "attention")
+    proxy.norm = timed(K.norm, lambda a: "norms")
+    proxy.embedding = timed(K.embedding, lambda a: "embedding")
+    proxy.bias_activation = timed(K.bias_activation, lambda a: "activation")
+
+    def run(instrumented):
+        state = model.start_decoding(src, steps)
+        tokens = np.full(state.batch, model.config.decoder_start_id, dtype=np.int32)
+        t0 = clock()
+        for _ in range(steps):
+            logits = model.decode_step(state, tokens)
+            t1 = clock()
+            tokens = logits.argmax(axis=1).astype(np.int32)
+            if instrumented:
+                acc["argmax"] += clock() - t1
+        return (clock() - t0) / steps
+
+    run(False)                                    # warm-up
+    totals, per_cat = [], {c: [] for c in cats + ["Python/other"]}
+    for _ in range(reps):
+        totals.append(run(False))
+        for c in cats:
+            acc[c] = 0.0
+        model_mod.K = proxy
+        try:
+            instrumented = run(True)
+        finally:
+            model_mod.K = K
+        for c in cats:
+            per_cat[c].append(acc[c] / steps)
+        per_cat["Python/other"].append(max(0.0, instrumented - sum(acc.values()) / steps))
+    # best of reps: on a shared machine interference only ever adds time
+    result = {c: min(v) * 1e3 for c, v in per_cat.items()}
+    total = min(totals) * 1e3
+    # softmax share inside attention: same rows as the step's self- (mean prefix) and cross-attention
+    cfg = model.config
+    B = len(src)
+    rows = B * cfg.num_heads
+    S = max(len(s) for s in src)
+    self_scores = np.random.default_rng(0).standard_normal((rows, max(1, steps // 2)), dtype=np.float32)
+    cross_scores = np.random.default_rng(1).standard_normal((rows, S), dtype=np.float32)
+    n = 200
+    t0 = clock()
+    for _ in range(n):
+        for _ in range(len(model.decoder_layers)):
+            K.softmax_rows(self_scores, out=self_scores)
+            K.softmax_rows(cross_scores, out=cross_scores)
+    result["softmax (est., inside attention)"] = (clock() - t0) / n * 1e3
+    result["total"] = total
+    return result
+
+
+def _print_profile(prof, batch, steps, stream=None):
+    stream = stream or sys.stdout
+    total = prof["total"]
+    parts = sum(ms for cat, ms in prof.items() if cat != "total" and not cat.startswith("softmax"))
+    print(f"decode step profile, batch {batch}, {steps} steps: {total:.3f} ms per step "
+          f"(instrumented: {parts:.3f} ms; shares below are of the instrumented step)", file=stream)
+    for cat, ms in prof.items():
+        if cat == "total":
+            continue
+        indent = "    " if cat.startswith("softmax") else "  "
+        print(f"{indent}{cat:<34} {ms:8.3f} ms {100 * ms / parts:6.1f}%", file=stream)
+
+
 def _cmd_bench(args):
     import numpy as np
     import pytransformer
@@ -310,6 +446,10 @@ def _cmd_bench(args):
         raise UsageError(f"--max-new-tokens {steps} exceeds the model's {model.config.max_positions} positions")
     sizes = args.batch_sizes
     srcs, _ = _inputs(model, max(sizes), args.seed)
+    if args.profile:
+        for B in sizes:
+            _print_profile(profile_decode_step(model, srcs[:B], steps, reps=args.repeats), B, steps)
+        return 0
     ref = None
     if args.vs == "torch":
         ref = _reference(model)
@@ -321,13 +461,15 @@ def _cmd_bench(args):
     print(f"greedy decoding of {steps} tokens per sequence (EOS suppressed), {threads} threads, "
           f"isa {info['isa']}, median of {args.repeats}")
     try:
-        print(f"machine load (1/5/15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        load = os.getloadavg()
+        print(f"machine load (1/5/15 min): {' '.join(f'{x:.2f}' for x in load)}")
     except OSError:
-        pass
+        load = None
     header = f"{'batch':>6} {'pytransformer tok/s':>20}"
     if ref is not None:
         header += f" {'torch tok/s':>14} {'ratio':>7}"
     print(header)
+    results = []
     for B in sizes:
         batch = srcs[:B]
         if ref is not None:
@@ -349,14 +491,54 @@ def _cmd_bench(args):
                 theirs.append(time.perf_counter() - t0)
         rate = B * steps / float(np.median(ours))
         line = f"{B:>6} {rate:>20,.0f}"
+        row = {"batch": B, "pytransformer_tok_s": rate}
         if ref is not None:
             trate = B * steps / float(np.median(theirs))
             line += f" {trate:>14,.0f} {rate / trate:>6.1f}x"
+            row.update(torch_tok_s=trate, ratio=rate / trate)
+        results.append(row)
         print(line)
     if ref is not None:
         print("(torch: pytransformer.torch_reference, torch.nn layers, re-running the decoder on the "
               "whole prefix at each step)")
+    if args.report:
+        _bench_report(args.report, model, threads, steps, args.repeats, load, results, ref is not None)
     return 0
+
+
+def _bench_report(path, model, threads, steps, repeats, load, results, with_torch):
+    import datetime
+    import platform
+    import pytransformer
+    info = pytransformer.cpu_info()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    machine = (f"{cpu}, {os.cpu_count()} cores, ISA path {info['isa']}, {threads} thread(s), "
+               f"pytransformer {pytransformer.__version__}, {datetime.date.today().isoformat()}")
+    notes = [f"Model {model.path}; greedy decoding of {steps} tokens per sequence (EOS suppressed), "
+             f"median of {repeats}, engines alternated.", f"Machine: {machine}."]
+    if load:
+        notes.append(f"Load average (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.")
+    header = ["batch", "pytransformer tok/s"] + (["PyTorch reference tok/s", "ratio"] if with_torch else [])
+    rows = []
+    for r in results:
+        row = [r["batch"], f"{r['pytransformer_tok_s']:,.0f}"]
+        if with_torch:
+            row += [f"{r['torch_tok_s']:,.0f}", f"{r['ratio']:.1f}x"]
+        rows.append(row)
+    series = {"pytransformer": [r["pytransformer_tok_s"] for r in results]}
+    if with_torch:
+        series["PyTorch reference"] = [r["torch_tok_s"] for r in results]
+    data = {"machine": machine, "model": model.path, "threads": threads, "steps": steps, "repeats": repeats,
+            "loadavg": list(load) if load else None, "results": results}
+    written = write_report(path, "Greedy decoding, tokens/s", notes, header, rows, data,
+                           [{"title": f"{os.path.basename(str(model.path))}, {threads} thread(s)",
+                             "x": [r["batch"] for r in results], "series": series}])
+    print(f"wrote {', '.join(written)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- main
@@ -424,6 +606,13 @@ def build_parser():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=_positive("--threads"))
     p.add_argument("--vs", choices=["torch"], help="also time the PyTorch reference, alternating runs")
+    p.add_argument("--report", metavar="FILE.md",
+                   help="also write the table as markdown to FILE.md, the raw numbers to FILE.json and, "
+                        "when matplotlib is installed, a chart to FILE.png (the cross-engine report with "
+                        "transformers and CTranslate2 is benchmarks/compare_engines.py)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing whole runs, print where a decode step's time goes (GEMM, "
+                        "output projection, attention, softmax, norms, Python/other) at each batch size")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -169,3 +169,27 @@ def test_python_dash_m_end_to_end(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "2026-11-21\n2026-11-21\n"
+
+
+def test_bench_profile_and_report(capsys, tmp_path):
+    rc, out, err = run(capsys, "bench", "--profile", "--batch-sizes", "1,2", "--max-new-tokens", "4",
+                       "--repeats", "1")
+    assert rc == 0, err
+    assert out.count("decode step profile") == 2
+    for part in ("GEMM (layers)", "output projection", "attention", "softmax", "norms", "Python/other"):
+        assert part in out
+    report = tmp_path / "bench.md"
+    rc, out, err = run(capsys, "bench", "--batch-sizes", "1,2", "--repeats", "1", "--max-new-tokens", "3",
+                       "--vs", "torch", "--report", str(report))
+    assert rc == 0, err
+    table = report.read_text()
+    assert "| batch | pytransformer tok/s | PyTorch reference tok/s | ratio |" in table
+    assert "ISA path" in table and table.count("\n| ") >= 3
+    import json
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["batch"] for r in data["results"]] == [1, 2] and data["results"][0]["pytransformer_tok_s"] > 0
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "bench.png").stat().st_size > 1000
+    except ImportError:
+        pass

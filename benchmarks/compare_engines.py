@@ -1,0 +1,288 @@
+"""compare_engines.py - pytransformer beside transformers (PyTorch) and CTranslate2 on one MarianMT model.
+
+    python benchmarks/compare_engines.py [--out DIR] [--threads 1,2] [--reps 5]
+
+The model: a seeded random MarianMT at the opus-mt-en-de size (engines.build_marian), the same weights
+in every engine. Workloads, source length 32 (31 ids + EOS): encoder forward at batch 1 and 16; greedy
+decoding of exactly 64 new tokens (EOS suppressed) at batch 1 and 16; first-token latency (encoder +
+one step). Each engine's greedy tokens are checked against transformers' before it is timed; the
+engines are timed alternately in one process (common.alternate), medians and ratios reported.
+Model load time, load-to-first-token and peak RSS come from one fresh subprocess per engine.
+Also: the shipped dates model against its PyTorch reference (`pytransformer bench --vs torch`), the
+memory-bandwidth bound of one decode step, and the profile of a step (`pytransformer bench --profile`).
+Writes DIR/engines.md, DIR/engines.json and, with matplotlib, DIR/engines.png.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+SRC_LEN = 32
+NEW_TOKENS = 64
+BATCHES = (1, 16)
+MODEL_DIR = os.path.join(tempfile.gettempdir(), "pytransformer-marian-opus-size-s0")
+
+
+def sources(batch, vocab, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    return [list(rng.integers(1, vocab - 1, size=SRC_LEN - 1)) + [0] for _ in range(batch)]
+
+
+def engine_path(name, hf_dir):
+    import engines
+    return engines.convert_ct2(hf_dir, hf_dir + "-ct2") if name == "ctranslate2" else hf_dir
+
+
+# ---------------------------------------------------------------------------- one engine, fresh process
+
+def probe(name, hf_dir, threads):
+    """Run in a subprocess: import, load, first token, then the batch-16 greedy run; print JSON."""
+    t0 = time.perf_counter()
+    import engines
+    eng = engines.ENGINES[name](engine_path(name, hf_dir), threads)
+    if name == "transformers":
+        import torch  # noqa: F401  (the import is part of its start-up, timed apart from the load)
+    t1 = time.perf_counter()
+    eng.load()
+    t2 = time.perf_counter()
+    eng.generate(sources(1, 58101), 1)
+    t3 = time.perf_counter()
+    rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    eng.generate(sources(16, 58101), NEW_TOKENS)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "load_to_first_token_s": t3 - t1,
+                      "peak_rss_mb_first_token": rss_first, "peak_rss_mb": rss}))
+
+
+def run_probe(name, hf_dir, threads):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--probe", name, "--model", hf_dir,
+                          "--threads", str(threads)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- timing, one process
+
+def time_engines(engs, threads, reps):
+    """Check tokens, then time every workload with the engines alternated. Returns a dict of results."""
+    from common import alternate
+    for e in engs.values():
+        e.set_threads(threads)
+    ref = engs["transformers"]
+    res = {"check": {}, "time": {}}
+    timed = {}
+    for B in BATCHES:
+        src = sources(B, 58101, seed=B)
+        want = ref.generate(src, NEW_TOKENS)
+        for name, e in engs.items():
+            got = e.generate(src, NEW_TOKENS)
+            same = sum(a == b for a, b in zip(got, want))
+            res["check"][f"{name} b{B}"] = f"{same}/{B}"
+            if same == B:
+                timed.setdefault(name, set()).add(B)
+            else:
+                print(f"WARNING: {name} differs from transformers on {B - same}/{B} sequences (batch {B}); "
+                      f"not timed", file=sys.stderr)
+    for B in BATCHES:
+        src = sources(B, 58101, seed=B)
+        ok = {n: e for n, e in engs.items() if B in timed.get(n, ())}
+        for work, fn in (("encoder", lambda e: e.encode(src)),
+                         ("first_token", lambda e: e.generate(src, 1)),
+                         ("greedy", lambda e: e.generate(src, NEW_TOKENS))):
+            t = alternate({n: (lambda e=e: fn(e)) for n, e in ok.items()}, reps,
+                          min_time=0.2 if work != "greedy" else 0.0)
+            for n, sec in t.items():
+                res["time"][f"{n} {work} b{B}"] = sec
+            print(f"  {threads} thread(s) {work:<11} batch {B:>2}: " +
+                  ", ".join(f"{n} {sec * 1e3:.1f} ms" for n, sec in t.items()), file=sys.stderr)
+    return res
+
+
+def derive(t, names):
+    """tokens/s, ms per step, first-token ms, encoder ms per engine and batch from the raw medians."""
+    out = {}
+    for n in names:
+        for B in BATCHES:
+            g, f, e = (t.get(f"{n} {w} b{B}") for w in ("greedy", "first_token", "encoder"))
+            if g is None:
+                continue
+            step = (g - f) / (NEW_TOKENS - 1)
+            enc = e - step if n == "ctranslate2" else e   # CTranslate2's encode() also runs one step
+            out[(n, B)] = {"tok_s": B * NEW_TOKENS / g, "ms_step": step * 1e3, "first_ms": f * 1e3,
+                           "encoder_ms": enc * 1e3}
+    return out
+
+
+def decode_step_bytes(cfg):
+    """Bytes a batch-1 decode step must stream: decoder weights (self q/k/v/out, cross q/out, FFN),
+    the output projection and, per layer, the cross-attention K/V of a 32-token source."""
+    d, f, V, L = cfg["d_model"], cfg["decoder_ffn_dim"], cfg["vocab_size"], cfg["decoder_layers"]
+    per_layer = 4 * d * d + 2 * d * d + 2 * d * f + 2 * SRC_LEN * d
+    return 4 * (L * per_layer + V * d)
+
+
+# ---------------------------------------------------------------------------- report
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--model", default=MODEL_DIR)
+    ap.add_argument("--probe", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.probe:
+        return probe(args.probe, args.model, int(args.threads))
+    import numpy as np  # noqa: F401
+    import engines
+    import pytransformer
+    from common import machine_line, read_bandwidth
+    from pytransformer.__main__ import profile_decode_step, write_report
+
+    os.makedirs(args.out, exist_ok=True)
+    threads_list = [int(x) for x in args.threads.split(",")]
+    hf_dir = engines.build_marian(args.model)
+    names = ["pytransformer", "transformers"] + (["ctranslate2"] if engines.ctranslate2_available() else [])
+    for n in names:
+        engine_path(n, hf_dir)
+    uptime_before = os.getloadavg()
+    started = time.time()
+
+    print("load/RSS probes (one subprocess per engine)...", file=sys.stderr)
+    probes = {n: run_probe(n, hf_dir, max(threads_list)) for n in names}
+
+    engs = {n: engines.ENGINES[n](engine_path(n, hf_dir), threads_list[0]).load() for n in names}
+    timing = {}
+    for th in threads_list:
+        print(f"timing at {th} thread(s)...", file=sys.stderr)
+        timing[th] = time_engines(engs, th, args.reps)
+    bw = {th: read_bandwidth(th, mib=512, reps=5) for th in threads_list}
+    prof = {}
+    pt = engs["pytransformer"]
+    for B in BATCHES:
+        pt.set_threads(max(threads_list))
+        prof[B] = profile_decode_step(pt.model, sources(B, 58101, seed=B), NEW_TOKENS, reps=3)
+    del engs
+
+    dates = subprocess.run([sys.executable, "-m", "pytransformer", "bench", "--vs", "torch", "--threads",
+                            str(max(threads_list)), "--batch-sizes", "1,16", "--max-new-tokens", "12",
+                            "--report", os.path.join(args.out, "dates.md")],
+                           capture_output=True, text=True)
+    uptime_after = os.getloadavg()
+
+    cfg = json.load(open(os.path.join(hf_dir, "config.json")))
+    step_bytes = decode_step_bytes(cfg)
+    lines, rows, data_rows = [], [], []
+    header = ["threads", "engine", "batch", "greedy tok/s", "ms/step", "first token ms", "encoder ms",
+              "tok/s vs pytransformer"]
+    panels = []
+    for th in threads_list:
+        d = derive(timing[th]["time"], names)
+        series = {}
+        for n in names:
+            series[n] = [d.get((n, B), {}).get("tok_s") for B in BATCHES]
+            for B in BATCHES:
+                r = d.get((n, B))
+                if r is None:
+                    rows.append([th, n, B, "not timed (tokens differ)", "", "", "", ""])
+                    continue
+                rel = d[("pytransformer", B)]["tok_s"] / r["tok_s"] if ("pytransformer", B) in d else None
+                enc = f"{r['encoder_ms']:.1f}" + (" (est.)" if n == "ctranslate2" else "")
+                rows.append([th, n, B, f"{r['tok_s']:,.0f}", f"{r['ms_step']:.2f}", f"{r['first_ms']:.1f}",
+                             enc, f"{rel:.2f}x" if rel else ""])
+                data_rows.append(dict(threads=th, engine=n, batch=B, **r))
+        panels.append({"title": f"MarianMT opus-mt size, {th} thread(s)", "x": list(BATCHES), "series": series})
+
+    # targets at the largest thread count
+    th = max(threads_list)
+    d = derive(timing[th]["time"], names)
+    targets = []
+
+    def target(what, value, goal, higher=True):
+        met = value >= goal if higher else value <= goal
+        by = value / goal
+        targets.append([what, f"{value:.2f}", f"{'>=' if higher else '<='} {goal}", "met" if met else
+                        f"MISSED ({(1 - by) * 100 if higher else (by - 1) * 100:.0f}% short)"])
+
+    def ratio(B, other, key="tok_s"):
+        a, b = d.get(("pytransformer", B)), d.get((other, B))
+        if a is None or b is None:
+            return None
+        return a[key] / b[key] if key == "tok_s" else b[key] / a[key]
+
+    for B, goal_tf, goal_ct in ((1, 3.5, 1.3), (16, 2.0, 1.1)):
+        if ratio(B, "transformers"):
+            target(f"greedy batch {B}: tok/s vs transformers", ratio(B, "transformers"), goal_tf)
+        if "ctranslate2" in names and ratio(B, "ctranslate2"):
+            target(f"greedy batch {B}: tok/s vs CTranslate2 float32", ratio(B, "ctranslate2"), goal_ct)
+    bound_ms = step_bytes / (bw[th] * 1e9) * 1e3
+    step_ms = d[("pytransformer", 1)]["ms_step"]
+    target(f"batch-1 step / bandwidth bound ({step_bytes / 1e6:.0f} MB at {bw[th]:.1f} GB/s = {bound_ms:.2f} ms)",
+           step_ms / bound_ms, 1.35, higher=False)
+    if ratio(16, "transformers", "encoder_ms"):
+        target("encoder batch 16: speed vs transformers", ratio(16, "transformers", "encoder_ms"), 1.2)
+    if "ctranslate2" in names and ratio(16, "ctranslate2", "encoder_ms"):
+        target("encoder batch 16: speed vs CTranslate2 float32 (CT2 encoder est.)",
+               ratio(16, "ctranslate2", "encoder_ms"), 1.0)
+    target("peak RSS: pytransformer / transformers process",
+           probes["pytransformer"]["peak_rss_mb"] / probes["transformers"]["peak_rss_mb"], 0.6, higher=False)
+    target("load to first token, pytransformer (s)", probes["pytransformer"]["load_to_first_token_s"], 0.5,
+           higher=False)
+
+    machine = machine_line(",".join(map(str, threads_list)))
+    import torch
+    import transformers
+    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    if "ctranslate2" in names:
+        import ctranslate2
+        versions += f", ctranslate2 {ctranslate2.__version__}"
+    notes = [f"Machine: {machine}; {versions}; Python {platform.python_version()}.",
+             f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in uptime_before)}, after: "
+             f"{' '.join(f'{x:.2f}' for x in uptime_after)}; run took {time.time() - started:.0f} s.",
+             f"Model: seeded random MarianMT, d_model 512, 8 heads, 6+6 layers, FFN 2048, vocab 58101 "
+             f"(engines.build_marian). Source length {SRC_LEN}; greedy = exactly {NEW_TOKENS} new tokens, "
+             f"EOS suppressed; median of {args.reps}, engines alternated in one process. ms/step = "
+             f"(greedy - first token) / {NEW_TOKENS - 1}. CTranslate2 has no encoder-only call: its encoder "
+             f"time is (encoder + 1 step) - ms/step.",
+             "Greedy tokens identical to transformers: " + ", ".join(
+                 f"{k} {v}" for th_ in threads_list for k, v in timing[th_]["check"].items()) + "."]
+    table = ["", "### Load and memory (fresh process per engine, "
+             f"{max(threads_list)} threads)", "",
+             "| engine | import s | load s | load to first token s | peak RSS MB (first token) | "
+             "peak RSS MB (after batch 16 x 64) |", "|---|---|---|---|---|---|"]
+    table += [f"| {n} | {p['import_s']:.2f} | {p['load_s']:.2f} | {p['load_to_first_token_s']:.2f} | "
+              f"{p['peak_rss_mb_first_token']:.0f} | {p['peak_rss_mb']:.0f} |" for n, p in probes.items()]
+    table += ["", f"### Targets ({th} threads, ratios from this run)", "", "| target | measured | goal | |",
+              "|---|---|---|---|"] + [f"| {' | '.join(t)} |" for t in targets]
+    for B in BATCHES:
+        p = prof[B]
+        parts = sum(v for k, v in p.items() if k != "total" and not k.startswith("softmax"))
+        table += ["", f"### Profile of one decode step, batch {B}, {th} threads (pytransformer bench --profile; "
+                  f"best of 3; uninstrumented {p['total']:.2f} ms, instrumented {parts:.2f} ms)", "",
+                  "| part | ms | share |", "|---|---|---|"]
+        table += [f"| {k} | {v:.3f} | {100 * v / parts:.1f}% |" for k, v in p.items() if k != "total"]
+    table += ["", "### Shipped dates model vs its PyTorch reference", ""]
+    dates_md = os.path.join(args.out, "dates.md")
+    table += open(dates_md).read().splitlines()[2:] if os.path.exists(dates_md) else [dates.stderr[-500:]]
+    data = {"machine": machine, "versions": versions, "loadavg_before": uptime_before, "loadavg_after": uptime_after,
+            "timing_raw_s": {str(k): v for k, v in timing.items()}, "derived": data_rows, "probes": probes,
+            "bandwidth_gb_s": bw, "step_bytes": step_bytes, "profile_ms": prof, "targets": targets}
+    md = os.path.join(args.out, "engines.md")
+    written = write_report(md, "pytransformer vs transformers vs CTranslate2 (MarianMT, opus-mt-en-de size)",
+                           notes, header, rows, data, panels)
+    with open(md, "a") as f:
+        f.write("\n".join(table) + "\n")
+    print(open(md).read())
+    print("wrote", ", ".join(written), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
