@@ -94,3 +94,18 @@ def test_generate_over_memory_limit_fails_up_front(model_dir):
             pytransformer.set_cache_limit(0)
     finally:
         pytransformer.set_cache_limit(before)
+
+
+def test_openmp_wait_policy_is_set_for_the_kernels_only(tmp_path):
+    """Importing pytransformer makes its OpenMP threads sleep while they wait, without leaving
+    OMP_WAIT_POLICY in the environment (children and other libraries keep their defaults), and a
+    policy the user chose is left alone."""
+    code = "import os, pytransformer; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=str(tmp_path), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"),
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
+    assert out.stdout.strip() == "ACTIVE"
