@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import stat
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .config import FORMAT_VERSION, ModelConfig, expected_tensors
+from .config import FORMAT_VERSION, MAX_LAYERS, MAX_SIZE, ModelConfig, expected_tensors
 from .errors import WeightsError
 from .safetensors import parse_json_object, read_safetensors_with_header, to_float32
 from .weights import MAX_CONFIG_BYTES, check_tensor_shapes
@@ -83,6 +84,9 @@ def is_hf_directory(path) -> bool:
 def _single_id(value, key: str, where: str, allow_none: bool = False) -> Optional[int]:
     """A token id setting that may be an int or a one-element list (transformers allows lists)."""
     if isinstance(value, list):
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise WeightsError(f"{where}: {key} must be a token id or a list of token ids, "
+                               f"found {value!r}")
         distinct = sorted(set(value))
         if len(distinct) != 1:
             raise WeightsError(f"{where}: {key} = {value}: several ids are not supported "
@@ -104,10 +108,12 @@ class HFCheckpoint:
         self.shapes: Dict[str, Tuple[int, ...]] = {}
         self._where: Dict[str, Tuple[str, str]] = {}   # name -> (file, dtype)
         self._files: Dict[str, dict] = {}
+        self._weight_map: Dict[str, str] = {}
         single = os.path.join(path, SAFETENSORS_FILE)
         index = os.path.join(path, SAFETENSORS_INDEX)
         if os.path.isfile(single):
             files = [single]
+            self.where = single
         elif os.path.isfile(index):
             weight_map = _read_json(index).get("weight_map")
             if not isinstance(weight_map, dict) or not all(
@@ -118,6 +124,8 @@ class HFCheckpoint:
                 if os.path.basename(name) != name or name in ("", ".", ".."):
                     raise WeightsError(f"{index}: shard name {name!r} is not a plain file name")
             files = [os.path.join(path, n) for n in names]
+            self._weight_map = weight_map
+            self.where = index   # where a missing tensor should have been listed
         elif os.path.isfile(os.path.join(path, PYTORCH_FILE)) or \
                 os.path.isfile(os.path.join(path, PYTORCH_INDEX)):
             raise WeightsError(_pytorch_only_message(path))
@@ -129,6 +137,11 @@ class HFCheckpoint:
             header, arrays = read_safetensors_with_header(file)
             self._files[file] = arrays
             for name, info in header.tensors.items():
+                # every tensor, read or not (tied copies, ignorable tables): a file holding
+                # integer weights is not what the mapping thinks it is
+                if info.dtype not in LOADABLE_DTYPES:
+                    raise WeightsError(f"{file}: tensor {name!r} has dtype {info.dtype}; "
+                                       f"supported are {', '.join(LOADABLE_DTYPES)}")
                 if name in self._where:
                     raise WeightsError(f"{file}: tensor {name!r} also appears in "
                                        f"{self._where[name][0]}")
@@ -140,6 +153,14 @@ class HFCheckpoint:
 
     def names(self):
         return self._where.keys()
+
+    def listed_in(self, name) -> Optional[str]:
+        """The shard the index names for a tensor (None for a single file or an unlisted name)."""
+        shard = self._weight_map.get(name)
+        return shard if isinstance(shard, str) else None
+
+    def file_of(self, name: str) -> str:
+        return self._where[name][0]
 
     def read(self, name: str) -> np.ndarray:
         file, dtype = self._where[name]
@@ -181,13 +202,22 @@ def _get(hf: dict, key: str, where: str, default=None, required=False):
     if key in hf and hf[key] is not None:
         return hf[key]
     if required:
-        raise WeightsError(f"{where}: missing {key!r}")
+        raise WeightsError(f"{where}: missing {key!r}, which this model_type requires")
     return default
 
 
-def _activation(name, where: str) -> str:
-    if name not in _ACTIVATIONS:
-        raise WeightsError(f"{where}: activation {name!r} is not supported (supported: "
+def _size(hf: dict, key: str, where: str, default=None, high: int = MAX_SIZE) -> int:
+    """A positive integer setting (not a bool, a float or a string) of at most `high`: layer
+    counts size the tensor-name lists built here, so they are bounded before any is built."""
+    value = _get(hf, key, where, default=default, required=default is None)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise WeightsError(f"{where}: {key} must be an integer in [1, {high}], found {value!r}")
+    return value
+
+
+def _activation(name, where: str, key: str = "activation_function") -> str:
+    if not isinstance(name, str) or name not in _ACTIVATIONS:
+        raise WeightsError(f"{where}: {key} {name!r} is not supported (supported: "
                            f"{', '.join(sorted(_ACTIVATIONS))})")
     return _ACTIVATIONS[name]
 
@@ -274,10 +304,12 @@ def read_spec(path) -> HFModelSpec:
         raise WeightsError(f"{where}: is_encoder_decoder is false; pytransformer runs "
                            f"encoder-decoder models only")
     archs = hf.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise WeightsError(f"{where}: architectures must be a list of class names, found {archs!r}")
     for arch in archs:
         if not (arch.endswith("ForConditionalGeneration") or arch.endswith("MTModel")
                 or arch in ("BartModel", "MBartModel", "MarianModel", "M2M100Model", "T5Model", "MT5Model")):
-            raise WeightsError(f"{where}: architecture {arch!r} is not supported (pytransformer "
+            raise WeightsError(f"{where}: architectures entry {arch!r} is not supported (pytransformer "
                                f"runs the sequence-to-sequence models of its families)")
 
     gen = _generation_settings(path, hf)
@@ -300,6 +332,8 @@ def read_spec(path) -> HFModelSpec:
 
     if family in ("t5", "mt5"):
         ffp = hf.get("feed_forward_proj", "relu")
+        if not isinstance(ffp, str):
+            raise WeightsError(f"{where}: feed_forward_proj {ffp!r} is not supported")
         parts = ffp.split("-")
         gated = parts[0] == "gated" and len(parts) == 2
         if len(parts) > 2 or (len(parts) == 2 and not gated):
@@ -307,9 +341,9 @@ def read_spec(path) -> HFModelSpec:
         act = parts[-1]
         if gated and act == "gelu":
             act = "gelu_new"   # transformers reads "gated-gelu" as the tanh approximation
-        n_enc = _get(hf, "num_layers", where, required=True)
-        n_dec = _get(hf, "num_decoder_layers", where, default=n_enc)
-        d = _get(hf, "d_model", where, required=True)
+        n_enc = _size(hf, "num_layers", where, high=MAX_LAYERS)
+        n_dec = _size(hf, "num_decoder_layers", where, default=n_enc, high=MAX_LAYERS)
+        d = _size(hf, "d_model", where)
         if family == "mt5":   # mT5 is T5 v1.1: never scaled, whatever the config says
             scale_out = False
         elif "scale_decoder_outputs" in hf:
@@ -321,9 +355,9 @@ def read_spec(path) -> HFModelSpec:
             head_size=_get(hf, "d_kv", where, required=True),
             encoder_layers=n_enc, decoder_layers=n_dec,
             ffn_dim=_get(hf, "d_ff", where, required=True),
-            activation=_activation(act, where), ffn_gated=gated,
+            activation=_activation(act, where, "feed_forward_proj"), ffn_gated=gated,
             norm_type="rms_norm", norm_placement="pre", encoder_final_norm=True, decoder_final_norm=True,
-            layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
             positional_encoding="relative",
             relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
             relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
@@ -338,8 +372,8 @@ def read_spec(path) -> HFModelSpec:
         d = _get(hf, "d_model", where, required=True)
         max_pos = _get(hf, "max_position_embeddings", where, required=True)
         common = dict(d_model=d, num_heads=heads, ffn_dim=ffn,
-                      encoder_layers=_get(hf, "encoder_layers", where, required=True),
-                      decoder_layers=_get(hf, "decoder_layers", where, required=True),
+                      encoder_layers=_size(hf, "encoder_layers", where, high=MAX_LAYERS),
+                      decoder_layers=_size(hf, "decoder_layers", where, high=MAX_LAYERS),
                       activation=_activation(hf.get("activation_function", "gelu"), where),
                       scale_embeddings=bool(hf.get("scale_embedding", False)),
                       max_positions=max_pos, layer_norm_eps=1e-5)
@@ -383,6 +417,8 @@ def read_spec(path) -> HFModelSpec:
         value = gen.get(key)
         if value is None:
             continue
+        if not isinstance(value, list):
+            raise WeightsError(f"{gwhere}: {key} must be a list of token ids, found {value!r}")
         ids = []
         for item in value:
             item = item if isinstance(item, list) else [item]
@@ -401,6 +437,31 @@ def read_spec(path) -> HFModelSpec:
                          f"with the lengths given to generate)")
     spec = HFModelSpec(family, fields, names, ignorable, generation, notes)
     spec.embed_names = embed_names
+    spec.generation_path = gwhere
+
+    # Which file and Hugging Face key each ModelConfig field came from, so that a value
+    # ModelConfig refuses is reported by the name the user sees in their files.
+    def origin(key):
+        return gwhere if gen is not hf and gen.get(key) is not None else where
+    if family in ("t5", "mt5"):
+        keys = dict(d_model="d_model", num_heads="num_heads", head_size="d_kv",
+                    encoder_layers="num_layers", decoder_layers="num_decoder_layers",
+                    ffn_dim="d_ff", layer_norm_eps="layer_norm_epsilon",
+                    relative_attention_num_buckets="relative_attention_num_buckets",
+                    relative_attention_max_distance="relative_attention_max_distance")
+    else:
+        keys = dict(d_model="d_model", num_heads="encoder_attention_heads",
+                    ffn_dim="encoder_ffn_dim", encoder_layers="encoder_layers",
+                    decoder_layers="decoder_layers", max_positions="max_position_embeddings",
+                    position_offset="pad_token_id" if family == "m2m_100" else "max_position_embeddings")
+    spec.sources = {ours: (where, theirs) for ours, theirs in keys.items()}
+    spec.sources.update(
+        src_vocab_size=(where, "vocab_size"),
+        tgt_vocab_size=(where, "decoder_vocab_size" if family == "marian" else "vocab_size"),
+        pad_id=(where, "pad_token_id"), eos_id=(origin("eos_token_id"), "eos_token_id"),
+        bos_id=(origin("bos_token_id"), "bos_token_id"),
+        decoder_start_id=(origin("decoder_start_token_id"), "decoder_start_token_id"),
+        shared_embeddings=(where, "share_encoder_decoder_embeddings (or the embedding tensors)"))
     spec.config_path = where
     return spec
 
@@ -410,6 +471,17 @@ def read_spec(path) -> HFModelSpec:
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+
+def _in_hf_terms(exc: WeightsError, spec: HFModelSpec) -> WeightsError:
+    """A ModelConfig error about field X restated as one about the Hugging Face key X came from."""
+    message = str(exc)
+    found = re.match(r"config key '(\w+)'", message)
+    if found and found.group(1) in spec.sources:
+        file, key = spec.sources[found.group(1)]
+        return WeightsError(f"{file}: {key} (pytransformer's {found.group(1)!r})"
+                            f"{message[found.end():]}")
+    return WeightsError(f"{spec.config_path}: {message}")
 
 
 def load_hf_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray], HFModelSpec]:
@@ -431,7 +503,7 @@ def load_hf_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray], HFModelSp
     src_name = first(enc_name, shared_name)
     tgt_name = first(dec_name, shared_name)
     if src_name is None or tgt_name is None:
-        raise WeightsError(f"{path}: no token embedding table found (looked for "
+        raise WeightsError(f"{ckpt.where}: missing token embedding table (looked for "
                            f"{', '.join(n for n in spec.embed_names if n)})")
     src = ckpt.read(src_name)
     tgt = src if tgt_name == src_name else ckpt.read(tgt_name)
@@ -439,19 +511,37 @@ def load_hf_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray], HFModelSp
     head = ckpt.read("lm_head.weight") if "lm_head.weight" in ckpt else None
     tie = head is None or _same_array(head, tgt)
     fields.update(shared_embeddings=shared, tie_output=tie)
+    for name, table in ((src_name, src), (tgt_name, tgt)):
+        # the target table's row count sizes the target vocabulary below; check the tables here,
+        # before ModelConfig would report a mismatch in its own terms
+        if table.ndim != 2 or table.shape[1] != fields.get("d_model") or (
+                name == src_name and table.shape[0] != fields.get("src_vocab_size")):
+            raise WeightsError(f"{ckpt.file_of(name)}: tensor {name!r} has shape "
+                               f"{list(table.shape)}; a token embedding table is (vocab, d_model) "
+                               f"with {where}'s vocab_size {fields.get('src_vocab_size')} and "
+                               f"d_model {fields.get('d_model')}")
     if fields.get("tgt_vocab_size") != tgt.shape[0]:
         fields["tgt_vocab_size"] = tgt.shape[0]
     try:
         config = ModelConfig(format_version=FORMAT_VERSION, **fields)
     except WeightsError as exc:
-        raise WeightsError(f"{where}: {exc}") from None
+        raise _in_hf_terms(exc, spec) from None
+    for key, value in (("forced_bos_token_id", spec.generation["forced_bos_id"]),
+                       ("forced_eos_token_id", spec.generation["forced_eos_id"])) + tuple(
+            ("suppress_tokens or bad_words_ids", i) for i in spec.generation["suppressed_ids"]):
+        if value is not None and not 0 <= value < config.tgt_vocab_size:
+            raise WeightsError(f"{spec.generation_path}: {key}: token id {value} out of range for "
+                               f"the target vocabulary of {config.tgt_vocab_size}")
 
     tensors = {"src_embedding.weight": src}
+    source = {"src_embedding.weight": src_name}   # pytransformer name -> Hugging Face name
     used = {n for n in (shared_name, enc_name, dec_name) if n is not None and n in ckpt}
     if not shared:
         tensors["tgt_embedding.weight"] = tgt
+        source["tgt_embedding.weight"] = tgt_name
     if not tie:
         tensors["output.weight"] = head
+        source["output.weight"] = "lm_head.weight"
     if "lm_head.weight" in ckpt:
         used.add("lm_head.weight")
     wanted = expected_tensors(config)
@@ -460,19 +550,28 @@ def load_hf_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray], HFModelSp
             continue
         theirs = spec.names.get(ours)
         if theirs is None or theirs not in ckpt:
-            raise WeightsError(f"{path}: missing tensor {theirs or ours!r} "
-                               f"(pytransformer's {ours!r})")
+            listed = ckpt.listed_in(theirs)
+            raise WeightsError(f"{ckpt.where}: missing tensor {theirs or ours!r} "
+                               f"(pytransformer's {ours!r})" + (f"; the index lists it in {listed}, "
+                               f"which does not hold it" if listed else ""))
         array = ckpt.read(theirs)
         if ours == "output.bias":
             array = array.reshape(-1)   # final_logits_bias is stored (1, vocab)
         tensors[ours] = array
+        source[ours] = theirs
         used.add(theirs)
     unexpected = sorted(set(ckpt.names()) - used - spec.ignorable)
     if unexpected:
         shown = ", ".join(map(repr, unexpected[:6])) + (f" and {len(unexpected) - 6} more"
                                                        if len(unexpected) > 6 else "")
-        raise WeightsError(f"{path}: tensor(s) this {spec.family} mapping does not know: {shown}; "
+        raise WeightsError(f"{ckpt.file_of(unexpected[0])}: tensor(s) this {spec.family} mapping does not know: {shown}; "
                            f"the model uses an option pytransformer does not support")
+    for ours, shape in wanted.items():   # name the file and the Hugging Face tensor at fault
+        if tuple(tensors[ours].shape) != shape:
+            theirs = source[ours]
+            implied = [1, shape[0]] if ours == "output.bias" else list(shape)  # (1, vocab) on disk
+            raise WeightsError(f"{ckpt.file_of(theirs)}: tensor {theirs!r} has shape "
+                               f"{list(ckpt.shapes[theirs])}; {where} implies {implied}")
     check_tensor_shapes(config, {k: v.shape for k, v in tensors.items()}, path)
     return config, {name: tensors[name] for name in wanted}, spec
 

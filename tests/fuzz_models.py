@@ -16,12 +16,15 @@ any allocation beyond a fixed address-space budget (RLIMIT_AS), or code executio
 the load path (audit hook) -- is a failure, reported with the case number that reproduces it.
 
 Builders and mutators are separate: a builder writes valid directories and says what kind each
-file is ("json", "safetensors" or "bytes"); mutators are chosen by file kind. To fuzz another
-directory layout (e.g. Hugging Face directories), write a builder for it and register it in
-BUILDERS; the mutators carry over.
+file is ("json", "safetensors", "index" or "bytes"); mutators are chosen by file kind. Two builders
+are registered in BUILDERS: "native" (pytransformer's own format) and "hf" (Hugging Face
+directories of Marian, BART, mBART, M2M100, T5 and flan-T5, written without torch: config.json,
+generation_config.json or not, model.safetensors or shards with model.safetensors.index.json,
+F32/F16/BF16; test_fuzz.py checks that transformers loads them). To fuzz another layout, write a
+builder and register it; the mutators carry over.
 
 Run (also what tests/test_fuzz.py does, in a subprocess):
-    python tests/fuzz_models.py --cases 3000 --seed 0 [--builder native] [--first-case N] [-v]
+    python tests/fuzz_models.py --cases 3000 --seed 0 [--builder native|hf] [--first-case N] [-v]
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 import pytransformer
+import pytransformer.hf
 from pytransformer import WeightsError
 from pytransformer.config import ModelConfig, expected_tensors
 from pytransformer.safetensors import MAX_HEADER_BYTES, float32_to_bf16, write_safetensors
@@ -72,6 +76,7 @@ class Builder:
     build: Callable[[str, random.Random], Dict[str, str]]
     load: Callable[[str], object]
     check: Callable[[str, object], None]
+    pristine_count: int = 6   # valid directories each run mutates (rng.pristine_index: 0, 1, ...)
 
 
 # Tiny configs that between them need every kind of tensor: layer and RMS norms, learned positions
@@ -178,8 +183,348 @@ def check_same_outputs(model, reference) -> None:
     assert np.array_equal(got, want, equal_nan=True), "logits differ from the independent reading"
 
 
+# =============================================================================================
+# Hugging Face directories: config.json (+ generation_config.json) and model.safetensors, or
+# shards listed by model.safetensors.index.json, as transformers' save_pretrained writes them.
+# Written here without torch; test_fuzz.py checks the names and shapes against transformers.
+
+_BART_LIKE = dict(d_model=8, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
+                  max_position_embeddings=12, vocab_size=11, is_encoder_decoder=True,
+                  dropout=0.1, attention_dropout=0.0, init_std=0.02, use_cache=True,
+                  tie_word_embeddings=True)
+_T5_LIKE = dict(model_type="t5", architectures=["T5ForConditionalGeneration"], vocab_size=11,
+                d_model=8, d_kv=4, num_heads=2, d_ff=16, num_layers=1, num_decoder_layers=2,
+                relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                layer_norm_epsilon=1e-6, feed_forward_proj="relu", dense_act_fn="relu",
+                is_gated_act=False, is_encoder_decoder=True, pad_token_id=0, eos_token_id=1,
+                decoder_start_token_id=0, scale_decoder_outputs=True, tie_word_embeddings=True,
+                dropout_rate=0.1, use_cache=True)
+# Generation keys live in generation_config.json (or, in old directories, in config.json only).
+_GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
+                    "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "suppress_tokens",
+                    "num_beams", "max_length")
+HF_CONFIGS = {
+    "marian": dict(_BART_LIKE, model_type="marian", architectures=["MarianMTModel"],
+                   activation_function="swish", scale_embedding=True, pad_token_id=10,
+                   eos_token_id=0, decoder_start_token_id=10, forced_eos_token_id=0,
+                   bos_token_id=None, decoder_vocab_size=11, share_encoder_decoder_embeddings=True,
+                   bad_words_ids=[[10]], num_beams=4, max_length=12),
+    "marian_separate": dict(_BART_LIKE, model_type="marian", architectures=["MarianMTModel"],
+                            activation_function="gelu", scale_embedding=False, pad_token_id=8,
+                            eos_token_id=0, decoder_start_token_id=8, bos_token_id=None,
+                            decoder_vocab_size=9, share_encoder_decoder_embeddings=False),
+    "bart": dict(_BART_LIKE, model_type="bart", architectures=["BartForConditionalGeneration"],
+                 decoder_layers=2, activation_function="gelu", scale_embedding=False,
+                 pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+                 forced_bos_token_id=0, forced_eos_token_id=2),
+    "mbart": dict(_BART_LIKE, model_type="mbart", architectures=["MBartForConditionalGeneration"],
+                  activation_function="relu", scale_embedding=True, pad_token_id=1,
+                  bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2),
+    "m2m_100": dict(_BART_LIKE, model_type="m2m_100", d_model=12, encoder_attention_heads=3,
+                    decoder_attention_heads=3, encoder_layers=2,
+                    architectures=["M2M100ForConditionalGeneration"], activation_function="relu",
+                    scale_embedding=True, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=2, forced_bos_token_id=5, suppress_tokens=[3, 4]),
+    "t5": dict(_T5_LIKE),
+    "flan_t5": dict(_T5_LIKE, num_heads=3, num_layers=2, num_decoder_layers=1, d_ff=12,
+                    feed_forward_proj="gated-gelu", dense_act_fn="gelu_new", is_gated_act=True,
+                    scale_decoder_outputs=False, tie_word_embeddings=False),
+}
+
+
+def hf_tensor_shapes(hf: dict) -> Dict[str, tuple]:
+    """The tensors save_pretrained writes for a config of HF_CONFIGS, by Hugging Face name, with
+    the output head and embedding copies left out (the builder decides about those)."""
+    out = {}
+    if hf["model_type"] == "t5":
+        d, a, f = hf["d_model"], hf["num_heads"] * hf["d_kv"], hf["d_ff"]
+        gated = hf["feed_forward_proj"].startswith("gated-")
+        out["shared.weight"] = (hf["vocab_size"], d)
+        for side, n in (("encoder", hf["num_layers"]), ("decoder", hf["num_decoder_layers"])):
+            for i in range(n):
+                blocks = ["SelfAttention"] + (["EncDecAttention"] if side == "decoder" else [])
+                for k, block in enumerate(blocks):
+                    p = f"{side}.block.{i}.layer.{k}"
+                    for proj in "qkv":
+                        out[f"{p}.{block}.{proj}.weight"] = (a, d)
+                    out[f"{p}.{block}.o.weight"] = (d, a)
+                    if i == 0 and k == 0:
+                        out[f"{p}.{block}.relative_attention_bias.weight"] = (
+                            hf["relative_attention_num_buckets"], hf["num_heads"])
+                    out[f"{p}.layer_norm.weight"] = (d,)
+                p = f"{side}.block.{i}.layer.{len(blocks)}"
+                for w in (("wi_0", "wi_1") if gated else ("wi",)):
+                    out[f"{p}.DenseReluDense.{w}.weight"] = (f, d)
+                out[f"{p}.DenseReluDense.wo.weight"] = (d, f)
+                out[f"{p}.layer_norm.weight"] = (d,)
+            out[f"{side}.final_layer_norm.weight"] = (d,)
+        return out
+    family, d, f = hf["model_type"], hf["d_model"], hf["encoder_ffn_dim"]
+    vocab = hf["vocab_size"]
+    tgt_vocab = hf["decoder_vocab_size"] if family == "marian" else vocab
+    if family != "m2m_100":
+        out["final_logits_bias"] = (1, tgt_vocab)
+    if family == "marian" and not hf["share_encoder_decoder_embeddings"]:
+        out["model.encoder.embed_tokens.weight"] = (vocab, d)
+        out["model.decoder.embed_tokens.weight"] = (tgt_vocab, d)
+    else:
+        out["model.shared.weight"] = (vocab, d)
+    for side in ("encoder", "decoder"):
+        m = f"model.{side}"
+        if family in ("bart", "mbart"):
+            out[f"{m}.embed_positions.weight"] = (hf["max_position_embeddings"] + 2, d)
+            out[f"{m}.layernorm_embedding.weight"] = out[f"{m}.layernorm_embedding.bias"] = (d,)
+        if family in ("mbart", "m2m_100"):
+            out[f"{m}.layer_norm.weight"] = out[f"{m}.layer_norm.bias"] = (d,)
+        for i in range(hf[f"{side}_layers"]):
+            p = f"{m}.layers.{i}"
+            for block in ["self_attn"] + (["encoder_attn"] if side == "decoder" else []):
+                for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                    out[f"{p}.{block}.{proj}.weight"], out[f"{p}.{block}.{proj}.bias"] = (d, d), (d,)
+                out[f"{p}.{block}_layer_norm.weight"] = out[f"{p}.{block}_layer_norm.bias"] = (d,)
+            out[f"{p}.fc1.weight"], out[f"{p}.fc1.bias"] = (f, d), (f,)
+            out[f"{p}.fc2.weight"], out[f"{p}.fc2.bias"] = (d, f), (d,)
+            out[f"{p}.final_layer_norm.weight"] = out[f"{p}.final_layer_norm.bias"] = (d,)
+    return out
+
+
+def build_hf(path: str, rng: random.Random, variant: Optional[str] = None,
+             sharded: Optional[bool] = None, mixed: Optional[bool] = None) -> Dict[str, str]:
+    """One of HF_CONFIGS with seeded weights, stored in the ways real directories are: F32 or a
+    mix with F16/BF16, one file or two shards and an index, generation settings in
+    generation_config.json or only in config.json, old files' extra embedding copies. `variant`,
+    `sharded` and `mixed` (dtypes) fix what is otherwise drawn from rng."""
+    if variant is None and hasattr(rng, "pristine_index"):   # make_pristine: every variant in turn
+        variant = sorted(HF_CONFIGS)[rng.pristine_index % len(HF_CONFIGS)]
+    variant = variant or rng.choice(sorted(HF_CONFIGS))
+    hf = dict(HF_CONFIGS[variant])
+    nrng = np.random.default_rng(rng.randrange(2**32))
+    tensors = {name: (0.5 * nrng.standard_normal(shape)).astype(np.float32)
+               for name, shape in hf_tensor_shapes(hf).items()}
+    if "final_logits_bias" in tensors and rng.random() < 0.5:
+        tensors["final_logits_bias"][:] = 0.0   # what trained BART/Marian files mostly hold
+    if variant == "flan_t5":
+        tensors["lm_head.weight"] = (0.5 * nrng.standard_normal((hf["vocab_size"], hf["d_model"]))).astype(np.float32)
+    if "model.shared.weight" in tensors and rng.random() < 0.25:
+        # older save_pretrained wrote every tied copy
+        for side in ("encoder", "decoder"):
+            tensors[f"model.{side}.embed_tokens.weight"] = tensors["model.shared.weight"].copy()
+        tensors["lm_head.weight"] = tensors["model.shared.weight"].copy()
+    if hf["model_type"] == "marian" and rng.random() < 0.3:
+        for side in ("encoder", "decoder"):   # old Marian files store the (ignored) sinusoid table
+            tensors[f"model.{side}.embed_positions.weight"] = np.zeros(
+                (hf["max_position_embeddings"], hf["d_model"]), np.float32)
+    stored, dtypes = {}, {}
+    mixed = rng.random() < 0.4 if mixed is None else mixed
+    for name, array in tensors.items():
+        kind = rng.choice(("F32", "F16", "BF16")) if mixed else "F32"
+        if kind == "F16":
+            stored[name] = array.astype(np.float16)
+        elif kind == "BF16":
+            stored[name], dtypes[name] = float32_to_bf16(array), "BF16"
+        else:
+            stored[name] = array
+    if rng.random() < 0.8:
+        generation = {k: hf[k] for k in _GENERATION_KEYS if k in hf}
+        generation.update(_from_model_config=True, transformers_version="5.23.0")
+        files = {"config.json": "json", "generation_config.json": "json"}
+    else:
+        generation, files = None, {"config.json": "json"}
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(dict(hf, transformers_version="5.23.0", dtype="float32"), f, indent=2)
+    if generation is not None:
+        with open(os.path.join(path, "generation_config.json"), "w") as f:
+            json.dump(generation, f, indent=2)
+    if (rng.random() < 0.3 if sharded is None else sharded):
+        names = sorted(stored)
+        cut = rng.randrange(1, len(names))
+        shards = {"model-00001-of-00002.safetensors": names[:cut],
+                  "model-00002-of-00002.safetensors": names[cut:]}
+        weight_map = {}
+        for shard, members in shards.items():
+            write_safetensors(os.path.join(path, shard), {n: stored[n] for n in members},
+                              metadata={"format": "pt"}, dtypes={n: dtypes[n] for n in members if n in dtypes})
+            weight_map.update((n, shard) for n in members)
+            files[shard] = "safetensors"
+        index = {"metadata": {"total_size": sum(a.nbytes for a in stored.values())},
+                 "weight_map": dict(sorted(weight_map.items()))}
+        with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f, indent=2)
+        files["model.safetensors.index.json"] = "index"
+    else:
+        write_safetensors(os.path.join(path, "model.safetensors"), stored,
+                          metadata={"format": "pt"}, dtypes=dtypes)
+        files["model.safetensors"] = "safetensors"
+    return files
+
+
+# ---- the independent reading ----------------------------------------------------------------
+
+def _hf_weights(path: str) -> Dict[str, np.ndarray]:
+    single = os.path.join(path, "model.safetensors")
+    if os.path.exists(single):
+        return independent_tensors(single)
+    with open(os.path.join(path, "model.safetensors.index.json"), "rb") as f:
+        shards = sorted(set(json.loads(f.read())["weight_map"].values()))
+    out = {}
+    for shard in shards:
+        out.update(independent_tensors(os.path.join(path, shard)))
+    return out
+
+
+def _hf_to_ours(name: str) -> Optional[str]:
+    """pytransformer's name for a Hugging Face tensor name (None: not a per-layer/norm tensor)."""
+    import re
+    m = re.fullmatch(r"(encoder|decoder)\.block\.(\d+)\.layer\.(\d)\.(\w+)\.(\w+)\.weight", name)
+    if m:   # T5 blocks: attention projections and the feed-forward
+        side, i, _, block, proj = m.groups()
+        if block == "DenseReluDense":
+            return f"{side}.layers.{i}.ffn." + {"wi": "fc1", "wi_0": "fc1", "wi_1": "fc1_linear", "wo": "fc2"}[proj] + ".weight"
+        if proj == "relative_attention_bias":
+            return f"{side}.relative_attention_bias.weight"
+        block = "self_attn" if block == "SelfAttention" else "cross_attn"
+        return f"{side}.layers.{i}.{block}." + {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}[proj] + ".weight"
+    m = re.fullmatch(r"(encoder|decoder)\.block\.(\d+)\.layer\.(\d)\.layer_norm\.weight", name)
+    if m:
+        side, i, k = m.groups()
+        kinds = ["self_attn_norm"] + (["cross_attn_norm"] if side == "decoder" else []) + ["ffn_norm"]
+        return f"{side}.layers.{i}.{kinds[int(k)]}.weight"
+    m = re.fullmatch(r"(encoder|decoder)\.final_layer_norm\.weight", name)
+    if m:
+        return f"{m.group(1)}.final_norm.weight"
+    m = re.fullmatch(r"model\.(encoder|decoder)\.(.+)", name)
+    if not m:
+        return None
+    side, rest = m.groups()
+    for theirs, ours in (("encoder_attn_layer_norm", "cross_attn_norm"), ("self_attn_layer_norm", "self_attn_norm"),
+                         ("final_layer_norm", "ffn_norm"), ("encoder_attn.", "cross_attn."),
+                         ("fc1", "ffn.fc1"), ("fc2", "ffn.fc2"), ("layernorm_embedding", "embedding_norm"),
+                         ("embed_positions", "positions")):
+        rest = rest.replace(theirs, ours)
+    if rest.startswith("layer_norm."):
+        rest = "final_norm." + rest[len("layer_norm."):]
+    return f"{side}.{rest}"
+
+
+# transformers' ACT2FN names -> ours
+_HF_ACTIVATIONS = {"swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def _one_id(value):
+    return value[0] if isinstance(value, list) else value
+
+
+def hf_reference(path: str):
+    """(ModelConfig, tensors, generation rules) read from a Hugging Face directory without hf.py."""
+    with open(os.path.join(path, "config.json"), "rb") as f:
+        hf = json.loads(f.read())
+    gen_path = os.path.join(path, "generation_config.json")
+    if os.path.exists(gen_path):
+        with open(gen_path, "rb") as f:
+            gen = json.loads(f.read())
+    else:
+        gen = hf
+    weights = _hf_weights(path)
+    family = hf["model_type"]
+    def get(key, default=None):   # generation file first, then config.json (as hf.py documents)
+        for source in (gen, hf):
+            if source.get(key) is not None:
+                return source[key]
+        return default
+    eos, bos, pad = _one_id(get("eos_token_id")), _one_id(get("bos_token_id")), _one_id(hf["pad_token_id"])
+    start = _one_id(get("decoder_start_token_id", bos))
+    t5 = family in ("t5", "mt5")
+    shared = "shared.weight" if t5 else "model.shared.weight"
+    prefix = "" if t5 else "model."
+    src = weights.get(f"{prefix}encoder.embed_tokens.weight", weights.get(shared))
+    tgt = weights.get(f"{prefix}decoder.embed_tokens.weight", weights.get(shared))
+    head = weights.get("lm_head.weight")
+    shared_emb = src is tgt or (src.shape == tgt.shape and np.array_equal(src, tgt))
+    tie = head is None or (head.shape == tgt.shape and np.array_equal(head, tgt))
+    tensors = {"src_embedding.weight": src}
+    if not shared_emb:
+        tensors["tgt_embedding.weight"] = tgt
+    if not tie:
+        tensors["output.weight"] = head
+    if "final_logits_bias" in weights:
+        tensors["output.bias"] = weights["final_logits_bias"].reshape(-1)
+    for name, array in weights.items():
+        ours = _hf_to_ours(name)
+        if ours and "embed_tokens" not in ours and not (family == "marian" and ".positions." in ours):
+            tensors[ours] = array
+    fields = dict(d_model=hf["d_model"], src_vocab_size=hf["vocab_size"], tgt_vocab_size=tgt.shape[0],
+                  shared_embeddings=bool(shared_emb), tie_output=bool(tie), pad_id=pad, eos_id=eos,
+                  bos_id=bos, decoder_start_id=start)
+    if t5:
+        ffp = hf.get("feed_forward_proj", "relu")
+        act = ffp.split("-")[-1]
+        act = "gelu_tanh" if act in ("gelu", "gelu_new") and ffp.startswith("gated") else act
+        scaled = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False)
+        fields.update(num_heads=hf["num_heads"], head_size=hf["d_kv"], encoder_layers=hf["num_layers"],
+                      decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+                      ffn_dim=hf["d_ff"], activation=_HF_ACTIVATIONS.get(act, act),
+                      ffn_gated=ffp.startswith("gated-"), norm_type="rms_norm", norm_placement="pre",
+                      encoder_final_norm=True, decoder_final_norm=True,
+                      layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
+                      positional_encoding="relative",
+                      relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+                      relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+                      scale_embeddings=False, scale_attention=False, attention_bias=False,
+                      ffn_bias=False, output_bias=False,
+                      output_scale=hf["d_model"] ** -0.5 if family == "t5" and scaled else 1.0)
+    else:
+        act = hf.get("activation_function", "gelu")
+        fields.update(num_heads=hf["encoder_attention_heads"], ffn_dim=hf["encoder_ffn_dim"],
+                      encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"],
+                      activation=_HF_ACTIVATIONS.get(act, act),
+                      scale_embeddings=bool(hf.get("scale_embedding", False)),
+                      max_positions=hf["max_position_embeddings"], output_bias=family != "m2m_100")
+        pre = family in ("mbart", "m2m_100")
+        fields.update(norm_placement="pre" if pre else "post", encoder_final_norm=pre, decoder_final_norm=pre)
+        if family == "marian":
+            fields.update(positional_encoding="sinusoidal", sinusoidal_layout="halves")
+        elif family == "m2m_100":
+            fields.update(positional_encoding="sinusoidal", sinusoidal_layout="fairseq",
+                          position_offset=pad + 1)
+        else:
+            fields.update(positional_encoding="learned", position_offset=2, embedding_norm=True)
+    config = ModelConfig(format_version=2, **fields)
+    suppressed = set()
+    for key in ("bad_words_ids", "suppress_tokens"):
+        for item in gen.get(key) or []:
+            token = _one_id(item)
+            if not (key == "bad_words_ids" and token == eos):
+                suppressed.add(token)
+    rules = dict(forced_bos_id=_one_id(gen.get("forced_bos_token_id")),
+                 forced_eos_id=_one_id(gen.get("forced_eos_token_id")),
+                 suppressed_ids=sorted(suppressed))
+    return config, tensors, rules
+
+
+def check_hf(path: str, model) -> None:
+    """The loaded model has the config, tensors and generation rules an independent reading of the
+    directory gives, and computes bitwise the logits of a model built from that reading."""
+    config, tensors, rules = hf_reference(path)
+    assert model.config == config, f"config differs from the files: {model.config} != {config}"
+    got_rules = dict(forced_bos_id=model.forced_bos_id, forced_eos_id=model.forced_eos_id,
+                     suppressed_ids=[] if model.suppressed_ids is None else model.suppressed_ids.tolist())
+    assert got_rules == rules, f"generation rules {got_rules} != {rules}"
+    _, got, _ = pytransformer.hf.load_hf_weights(path)
+    assert set(got) == set(tensors) == set(expected_tensors(config)), \
+        f"tensor names differ: {sorted(set(got) ^ set(tensors))}"
+    for name, array in tensors.items():
+        g = got[name]
+        assert g.dtype == np.float32 and g.shape == array.shape, f"{name}: {g.dtype} {g.shape}"
+        assert np.array_equal(g.view(np.uint32), array.view(np.uint32)), f"{name}: values differ"
+    reference = pytransformer.Model(config, tensors)
+    check_same_outputs(model, reference)
+
+
 BUILDERS: Dict[str, Builder] = {
     "native": Builder("native", build_native, pytransformer.load, check_native),
+    "hf": Builder("hf", build_hf, pytransformer.load, check_hf, pristine_count=2 * len(HF_CONFIGS)),
 }
 
 
@@ -536,6 +881,32 @@ def _key_candidates(key, value, obj):
         for vkey in ("src_vocab_size", "tgt_vocab_size"):
             if isinstance(obj.get(vkey), int):
                 out += [obj[vkey], obj[vkey] - 1]
+    # Hugging Face config.json / generation_config.json keys
+    if key in ("encoder_attention_heads", "decoder_attention_heads") and isinstance(d, int) and d > 0:
+        out += [h for h in (3, 5, 7, d - 1, d + 1, 2 * d) if h > 0]
+    if key in ("max_position_embeddings", "relative_attention_max_distance", "d_kv"):
+        out += [2**31 - 1, 2**31, 2**24, 10**6, 1]
+    if key == "relative_attention_num_buckets":
+        out += [2, 3, 4, 5, 64, 2**16, 2**16 + 1, 2**31]
+    if key.endswith("token_id") or key in ("bad_words_ids", "suppress_tokens"):
+        vocab = obj.get("vocab_size")
+        ids = [vocab, vocab - 1, vocab + 1] if isinstance(vocab, int) else [11, 10, 12, 2**31]
+        out += ids + [-1, [0], [2, 3], [[1, 2]], [[ids[0]]], [ids[0]], [-1], [[]], [None], ["1"],
+                      list(range(12)), [[i] for i in range(12)]]
+    if key == "feed_forward_proj":
+        out += ["gated-gelu", "gated-silu", "gated-relu", "gelu_new", "gated-", "gated-gelu-x",
+                "relu-gated", "-relu", "gelu_pytorch_tanh", "swish"]
+    if key == "activation_function":
+        out += ["relu", "gelu", "gelu_new", "swish", "silu", "tanh", "gelu_fast", "quick_gelu"]
+    if key == "model_type":
+        out += ["t5", "mt5", "bart", "mbart", "marian", "m2m_100", "nllb", "pegasus", "T5"]
+    if key == "architectures":
+        out += [["T5Model"], ["BartForCausalLM"], [], "MarianMTModel", [5], [None], ["X", "Y"]]
+    if key in ("share_encoder_decoder_embeddings", "tie_word_embeddings", "scale_embedding",
+               "scale_decoder_outputs", "is_encoder_decoder"):
+        out += [True, False, None, "false", 0]
+    if key == "decoder_vocab_size" and isinstance(obj.get("vocab_size"), int):
+        out += [obj["vocab_size"] - 2, obj["vocab_size"] + 1, None]
     return out
 
 
@@ -565,6 +936,8 @@ def mut_config_structure(rng, files, name):
         obj.pop(key, None)
         data = _dump(obj)
         hints = [key, "tensor"]
+        if key == "model_type":   # no longer a Hugging Face config: read as ours, which lacks "format"
+            hints.append("format")
     elif op == "unknown":
         obj[rng.choice(("d_mdoel", "rope", "", "__class__", "quantization"))] = 1
         data = _dump(obj)
@@ -597,11 +970,54 @@ def mut_config_structure(rng, files, name):
     return f"{name}: {op} ({key})", hints
 
 
+def mut_index(rng, files, name):
+    """Edit a Hugging Face shard index (model.safetensors.index.json): move a tensor to another or
+    a missing shard, drop or add entries, point outside the directory, break weight_map's type."""
+    obj = _json_load(files[name])
+    if obj is None or not isinstance(obj.get("weight_map"), dict) or not obj["weight_map"]:
+        return None
+    weight_map = obj["weight_map"]
+    tensor = rng.choice(sorted(weight_map))
+    shards = sorted(set(v for v in weight_map.values() if isinstance(v, str))) or ["x.safetensors"]
+    op = rng.choice(("move", "missing_shard", "outside", "drop", "add", "not_str", "not_dict",
+                     "drop_map", "one_shard", "absolute"))
+    hints = [name]
+    if op == "move":
+        weight_map[tensor] = rng.choice(shards)
+        hints = []
+    elif op == "missing_shard":
+        weight_map[tensor] = "model-00003-of-00002.safetensors"
+        hints = ["model-00003-of-00002.safetensors"]
+    elif op == "outside":
+        weight_map[tensor] = rng.choice(("../model.safetensors", "sub/x.safetensors", "..", ".", ""))
+    elif op == "absolute":
+        weight_map[tensor] = "/etc/passwd"
+    elif op == "drop":
+        del weight_map[tensor]
+        hints = []   # the shard still holds it (the index is only a list of files)
+    elif op == "add":
+        weight_map[tensor + ".extra"] = shards[0]
+        hints = []
+    elif op == "not_str":
+        weight_map[tensor] = rng.choice((1, None, [shards[0]], {"a": shards[0]}))
+    elif op == "not_dict":
+        obj["weight_map"] = rng.choice(([], "x", None, 5, [[tensor, shards[0]]]))
+    elif op == "drop_map":
+        del obj["weight_map"]
+    else:   # only one shard listed: the other shard's tensors are missing
+        keep = rng.choice(shards)
+        obj["weight_map"] = {k: v for k, v in weight_map.items() if v == keep}
+        hints = ["missing"]
+    files[name] = _dump(obj)
+    return f"{name}: index {op} ({tensor})", hints
+
+
 JSON_MUTATORS = [(mut_config_value, 6), (mut_config_structure, 2)]
 
 MUTATORS_BY_KIND = {
     "safetensors": SAFETENSORS_MUTATORS + BYTE_MUTATORS,
     "json": JSON_MUTATORS + BYTE_MUTATORS,
+    "index": [(mut_index, 6)] + JSON_MUTATORS + BYTE_MUTATORS,
     "bytes": BYTE_MUTATORS,
 }
 
@@ -645,7 +1061,9 @@ def make_pristine(builder: Builder, root: str, count: int, seed: int) -> List[Pr
     out = []
     for i in range(count):
         path = os.path.join(root, f"pristine-{i}")
-        kinds = builder.build(path, random.Random(f"{seed}:pristine:{i}"))
+        rng = random.Random(f"{seed}:pristine:{i}")
+        rng.pristine_index = i
+        kinds = builder.build(path, rng)
         files = {}
         for name in kinds:
             with open(os.path.join(path, name), "rb") as f:
@@ -763,13 +1181,13 @@ def _vm_size() -> int:
 
 
 def fuzz(builder_name="native", cases=1000, seed=0, first_case=0, verbose=False,
-         state_file=None, limit_memory=True, pristine_count=6):
+         state_file=None, limit_memory=True, pristine_count=None):
     """Run cases [first_case, first_case + cases); return a summary dict; raise CaseFailure."""
     builder = BUILDERS[builder_name]
     counts = {"loaded": 0, "rejected": 0}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pt-fuzz-") as root:
-        pristine = make_pristine(builder, root, pristine_count, seed)
+        pristine = make_pristine(builder, root, pristine_count or builder.pristine_count, seed)
         # Warm up: load and run every pristine model once, so imports, OpenMP threads and
         # caches exist before memory is budgeted and the audit hook is armed.
         for i, p in enumerate(pristine):

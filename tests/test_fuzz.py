@@ -6,7 +6,9 @@ pytest; the child limits its own address space (RLIMIT_AS), checks each case's t
 against the size of its files, watches every case with a faulthandler watchdog, and fails on
 exec/eval/unpickling on the load path (audit hook).
 
-CI runs FUZZ_CASES cases per builder (1500, ~10 s of CPU). A longer run is one command away:
+CI runs FUZZ_CASES cases per builder: 1500 of our own format ("native", ~10 s of CPU) and 1000
+Hugging Face directories ("hf": Marian, BART, mBART, M2M100, T5, flan-T5; one file or shards; F32,
+F16, BF16; ~17 s of CPU). A longer run is one command away:
 
     PYTRANSFORMER_FUZZ_CASES=100000 PYTRANSFORMER_FUZZ_SEED=7 pytest tests/test_fuzz.py -k fuzz
 
@@ -33,10 +35,12 @@ from pytransformer.config import ModelConfig, expected_tensors
 import fuzz_models
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FUZZ_CASES = int(os.environ.get("PYTRANSFORMER_FUZZ_CASES", "1500"))
+_DEFAULT_CASES = {"native": 1500, "hf": 1000}
+FUZZ_CASES = {b: int(os.environ.get("PYTRANSFORMER_FUZZ_CASES", _DEFAULT_CASES.get(b, 1000)))
+              for b in fuzz_models.BUILDERS}
 FUZZ_SEED = int(os.environ.get("PYTRANSFORMER_FUZZ_SEED", "0"))
 # Generous: a case takes ~7 ms of CPU; the machine is shared.
-FUZZ_TIMEOUT_S = 120 + FUZZ_CASES * 0.1
+FUZZ_TIMEOUT_S = {b: 120 + n * 0.1 for b, n in FUZZ_CASES.items()}
 
 
 def child_env():
@@ -82,8 +86,8 @@ def run_isolated(code, timeout=60, address_space=1 << 30):
 def test_fuzz_model_directories(builder, tmp_path):
     state = tmp_path / "case"
     result = run_child([os.path.join(HERE, "fuzz_models.py"), "--builder", builder,
-                        "--cases", str(FUZZ_CASES), "--seed", str(FUZZ_SEED),
-                        "--state-file", str(state)], FUZZ_TIMEOUT_S)
+                        "--cases", str(FUZZ_CASES[builder]), "--seed", str(FUZZ_SEED),
+                        "--state-file", str(state)], FUZZ_TIMEOUT_S[builder])
     if result.returncode != 0:
         case = state.read_text() if state.exists() else "?"
         how = (f"killed by signal {-result.returncode}" if result.returncode < 0
@@ -92,10 +96,11 @@ def test_fuzz_model_directories(builder, tmp_path):
                     f"--builder {builder} --seed {FUZZ_SEED} --first-case {case} --cases 1 -v)\n"
                     f"stderr tail:\n{result.stderr[-4000:]}")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["cases"] == FUZZ_CASES
+    cases = FUZZ_CASES[builder]
+    assert summary["cases"] == cases
     # Both outcomes must be well represented, or the mutators have gone blind.
-    assert summary["loaded"] >= FUZZ_CASES // 50, summary
-    assert summary["rejected"] >= FUZZ_CASES // 2, summary
+    assert summary["loaded"] >= cases // 50, summary
+    assert summary["rejected"] >= cases // 2, summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,3 +371,163 @@ def test_extreme_weight_values_load_and_generate(tmp_path, value):
     for t in tokens:
         assert t.dtype == np.int64 and 1 <= len(t) <= 6
         assert ((t >= 0) & (t < TINY["tgt_vocab_size"])).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face directories: the fuzzer's builder writes what transformers writes, and the
+# targeted cases the "hf" builder found in hf.py
+
+def test_hf_builder_writes_directories_transformers_loads(tmp_path):
+    """Every HF_CONFIGS variant, as build_hf writes it (mixed F32/F16/BF16), loads in transformers
+    (one file or shards) with no missing or unexpected tensor, and pytransformer's logits match transformers' on it:
+    the fuzzer mutates real Hugging Face directories, not an imitation only hf.py understands."""
+    import torch
+    import transformers
+    from conftest import LOGITS_ATOL
+    transformers.logging.set_verbosity_error()
+    for i, variant in enumerate(sorted(fuzz_models.HF_CONFIGS)):
+        sharded = i % 2 == 1
+        path = str(tmp_path / variant)
+        files = fuzz_models.build_hf(path, fuzz_models.random.Random(variant), variant=variant,
+                                     sharded=sharded, mixed=True)
+        assert ("model.safetensors.index.json" in files) == sharded
+        ref, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+            path, output_loading_info=True, dtype=torch.float32)
+        bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys",
+                                                          "mismatched_keys")}
+        assert not bad, f"{variant}: {bad}"
+        model = pytransformer.load(path)
+        fuzz_models.check_hf(path, model)   # and the fuzzer's independent reading agrees
+        src = np.array([[3, 4, 5, 6], [7, 5, 3, 2]])
+        tgt = np.array([[model.config.decoder_start_id, 4, 2, 5]] * 2)
+        with torch.no_grad():
+            want = ref(input_ids=torch.from_numpy(src), decoder_input_ids=torch.from_numpy(tgt)).logits.numpy()
+        got = model.forward(list(src), tgt)
+        np.testing.assert_allclose(got, want, atol=LOGITS_ATOL, rtol=0, err_msg=variant)
+
+
+def hf_dir(tmp_path, variant, sharded=False, config=None, generation=None):
+    """A valid Hugging Face directory of one HF_CONFIGS variant with config.json /
+    generation_config.json keys overridden (None as a value deletes the key)."""
+    path = str(tmp_path / variant)
+    fuzz_models.build_hf(path, fuzz_models.random.Random(0), variant=variant, sharded=sharded,
+                         mixed=False)
+    for name, overrides in (("config.json", config), ("generation_config.json", generation)):
+        file = os.path.join(path, name)
+        if overrides and os.path.exists(file):
+            with open(file) as f:
+                obj = json.load(f)
+            obj.update(overrides)
+            with open(file, "w") as f:
+                json.dump(obj, f)
+    return path
+
+
+@pytest.mark.parametrize("variant, file, key, value", [
+    ("t5", "config.json", "architectures", [5]),               # was AttributeError
+    ("t5", "config.json", "architectures", 2**31),             # was TypeError
+    ("bart", "config.json", "architectures", ["X", "Y"]),      # message said 'architecture'
+    ("bart", "config.json", "model_type", "t5"),               # said only "missing 'num_layers'"
+    ("t5", "config.json", "num_layers", "1"),                  # was TypeError
+    ("bart", "config.json", "decoder_layers", -0.0),           # was TypeError
+    ("bart", "config.json", "encoder_layers", True),           # bool is not a count
+    ("t5", "config.json", "d_model", -0.0),                    # was ZeroDivisionError
+    ("t5", "config.json", "layer_norm_epsilon", {"a": 1}),     # was TypeError
+    ("t5", "config.json", "feed_forward_proj", 5),             # was AttributeError
+    ("bart", "config.json", "activation_function", True),      # message said 'activation'
+    ("bart", "config.json", "encoder_attention_heads", 3),     # message said 'num_heads'
+    ("t5", "config.json", "d_ff", 1e-320),                     # message said 'ffn_dim'
+    ("bart", "config.json", "pad_token_id", 2**63),            # message said 'pad_id'
+    ("m2m_100", "config.json", "pad_token_id", 2**31 - 2),     # position offset; said 'position_offset'
+    ("bart", "generation_config.json", "bos_token_id", [[]]),  # was TypeError (unhashable)
+    ("bart", "generation_config.json", "eos_token_id", 11),    # message said config.json 'eos_id'
+    ("marian_separate", "generation_config.json", "decoder_start_token_id", 255),
+    ("bart", "generation_config.json", "forced_eos_token_id", 2**64),  # was IndexError in generate
+    ("bart", "generation_config.json", "forced_bos_token_id", -1),     # was silently wrapped
+    ("m2m_100", "generation_config.json", "suppress_tokens", [3, 11]), # was IndexError in generate
+    ("m2m_100", "generation_config.json", "suppress_tokens", 5),       # was TypeError
+])
+def test_hf_config_values_found_by_the_fuzzer(tmp_path, variant, file, key, value):
+    """Each value made hf.py raise something other than WeightsError, hang, accept an id that
+    later broke generate(), or word its message in pytransformer's field names: the message must
+    now name the file and the Hugging Face key."""
+    where = {"config.json": "config", "generation_config.json": "generation"}[file]
+    path = hf_dir(tmp_path, variant, **{where: {key: value}})
+    assert os.path.exists(os.path.join(path, file))
+    with pytest.raises(WeightsError) as info:
+        model = pytransformer.load(path)
+        model.generate([[3, 4]], 3)   # (only reached if the load wrongly succeeds)
+    message = str(info.value)
+    assert file in message and key in message, message
+
+
+@pytest.mark.parametrize("key", ["num_layers", "num_decoder_layers"])
+def test_hf_huge_layer_count_is_refused_before_names_are_built(tmp_path, key):
+    """num_layers = 2**53 + 1 made hf.py build a tensor-name table of 2**53 layers (memory until
+    the OOM killer came). Run capped, in a child, so a regression fails instead of swapping."""
+    path = hf_dir(tmp_path, "t5", config={key: 2**53 + 1})
+    rc, out, err = run_isolated(f"""
+        import pytransformer
+        try:
+            pytransformer.load({path!r})
+            print("loaded")
+        except pytransformer.WeightsError as exc:
+            assert "config.json" in str(exc) and {key!r} in str(exc), exc
+            print("rejected")
+    """, timeout=30, address_space=256 << 20)
+    assert rc == 0 and out.strip() == "rejected", err[-2000:]
+
+
+def test_hf_head_count_not_dividing_d_model_names_both(tmp_path):
+    path = hf_dir(tmp_path, "bart", config={"encoder_attention_heads": 3, "decoder_attention_heads": 3})
+    with pytest.raises(WeightsError, match="encoder_attention_heads.*does not divide d_model 8"):
+        pytransformer.load(path)
+
+
+def test_hf_missing_tensor_in_a_shard_names_the_shard(tmp_path):
+    """A tensor the index lists in a shard that does not hold it: the message names the index and
+    the shard (it used to name only the directory)."""
+    path = hf_dir(tmp_path, "t5", sharded=True)
+    with open(os.path.join(path, "model.safetensors.index.json")) as f:
+        weight_map = json.load(f)["weight_map"]
+    name = "encoder.final_layer_norm.weight"
+    shard = os.path.join(path, weight_map[name])
+    tensors = st.read_safetensors(shard)
+    del tensors[name]
+    st.write_safetensors(shard, {k: np.array(v) for k, v in tensors.items()})
+    with pytest.raises(WeightsError) as info:
+        pytransformer.load(path)
+    message = str(info.value)
+    assert "model.safetensors.index.json" in message and weight_map[name] in message and name in message
+
+
+def test_hf_unused_tensor_with_integer_dtype_is_refused(tmp_path):
+    """A tensor the mapping never reads (here old Marian files' ignored position table) with an
+    integer dtype used to load silently; the fuzzer's independent reading choked on it."""
+    path = hf_dir(tmp_path, "marian")
+    weights = os.path.join(path, "model.safetensors")
+    tensors = {k: np.array(v) for k, v in st.read_safetensors(weights).items()}
+    tensors["model.encoder.embed_positions.weight"] = np.zeros((12, 8), np.int32)  # ignorable
+    st.write_safetensors(weights, tensors)
+    with pytest.raises(WeightsError, match="embed_positions.*I32") as info:
+        pytransformer.load(path)
+    assert "model.safetensors" in str(info.value)
+
+
+@pytest.mark.parametrize("name, shape", [("model.encoder.layers.0.fc1.weight", [16, 9]),
+                                         ("final_logits_bias", [1, 12]),
+                                         ("model.shared.weight", [11]),
+                                         ("model.shared.weight", [12, 8])])
+def test_hf_wrong_shape_names_file_and_tensor(tmp_path, name, shape):
+    """A stored shape that does not fit config.json is reported with the Hugging Face tensor name
+    and the file holding it (it used to name pytransformer's tensor and the directory; a 1-D
+    embedding table raised IndexError)."""
+    path = hf_dir(tmp_path, "bart")
+    weights = os.path.join(path, "model.safetensors")
+    tensors = {k: np.array(v) for k, v in st.read_safetensors(weights).items()}
+    tensors[name] = np.zeros(shape, np.float32)
+    st.write_safetensors(weights, tensors)
+    with pytest.raises(WeightsError) as info:
+        pytransformer.load(path)
+    message = str(info.value)
+    assert "model.safetensors" in message and name in message, message
