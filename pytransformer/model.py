@@ -11,6 +11,7 @@ import numpy as np
 from . import _kernels as K
 from .config import ModelConfig
 from .errors import WeightsError
+from .safetensors import release_pages
 
 _NORM_RMS = "rms_norm"
 
@@ -18,7 +19,9 @@ _NORM_RMS = "rms_norm"
 def _own(a):
     """A float32 C-contiguous copy that owns its memory: a loaded model must not keep views into
     the memory-mapped file, which may be truncated or rewritten in place while the model runs."""
-    return np.array(a, dtype=np.float32, order="C", copy=True)
+    copy = np.array(a, dtype=np.float32, order="C", copy=True)
+    release_pages(a)
+    return copy
 
 
 class Linear:
@@ -28,6 +31,7 @@ class Linear:
 
     def __init__(self, weight, bias=None):
         self.packed = K.pack(weight, transpose=True)
+        release_pages(weight)   # the packed copy is all that is used from now on
         self.bias = None if bias is None else _own(bias)
         self.out_features = self.packed.n
 
@@ -35,6 +39,8 @@ class Linear:
     def fused(cls, weights, biases):
         """One GEMM for several projections of the same input (q/k/v): weights stacked on the output axis."""
         w = np.concatenate([np.asarray(x, dtype=np.float32) for x in weights], axis=0)
+        for x in weights:
+            release_pages(x)
         b = None if biases[0] is None else np.concatenate(biases).astype(np.float32)
         return cls(w, b)
 

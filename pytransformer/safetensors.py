@@ -255,6 +255,35 @@ def _tensor_from_map(buf: mmap.mmap, data_start: int, info: TensorInfo) -> np.nd
     return array
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Tell the OS that this process is done with the file pages under `array`, a view of a
+    mapping made by this module (anything else is ignored).
+
+    Loading packs every weight into a new buffer; without this, the mapped file pages it read
+    stay resident too, and peak memory during load is about twice the model. The pages of a
+    shared read-only file mapping are only dropped from this process's page tables: reading the
+    array again faults them back in from the page cache, so nothing is lost if the range (rounded
+    out to whole pages) covers a neighbouring tensor as well."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        # numpy views chain through .base; np.frombuffer(mapping) ends in a memoryview of it
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if advice is None or base is None or base.closed or array.size == 0:
+        return
+    try:
+        start_addr = np.frombuffer(base, dtype=np.uint8, count=1).ctypes.data
+        begin = array.ctypes.data - start_addr
+        end = begin + array.nbytes
+        page = mmap.PAGESIZE
+        begin -= begin % page
+        end = min(len(base), -(-end // page) * page)
+        if 0 <= begin < end:
+            base.madvise(advice, begin, end - begin)
+    except (OSError, ValueError):  # advice is best effort
+        pass
+
+
 def read_safetensors_with_header(path, max_header_bytes: Optional[int] = None
                                  ) -> Tuple[SafetensorsHeader, Dict[str, np.ndarray]]:
     """Memory-map a safetensors file; return its validated header and its tensors.

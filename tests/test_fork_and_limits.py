@@ -109,3 +109,40 @@ def test_openmp_wait_policy_is_set_for_the_kernels_only(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"),
                          capture_output=True, text=True, cwd=str(tmp_path), timeout=60)
     assert out.stdout.strip() == "ACTIVE"
+
+
+LOAD_PEAK_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    import pytransformer
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = pytransformer.load(sys.argv[1])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tokens = model.generate([[3, 4, 5, 6]], 4, min_new_tokens=4)
+    print(json.dumps({"grew": (peak - base) * 1024, "tokens": tokens[0].tolist()}))
+""")
+
+
+def test_load_does_not_hold_the_file_pages_beside_the_packed_weights(tmp_path):
+    """Packing copies every weight; the mapped file pages it read are released as it goes, so the
+    peak memory of a load is about one model, not two (and the model still runs correctly)."""
+    from pytransformer.config import ModelConfig, expected_tensors
+    cfg = dict(PARITY_CONFIGS["paper_post_relu"], d_model=256, num_heads=4, ffn_dim=1024,
+               src_vocab_size=20000, tgt_vocab_size=20000, encoder_layers=3, decoder_layers=3)
+    rng = np.random.default_rng(0)
+    tensors = {name: (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[-1]))
+               for name, shape in expected_tensors(ModelConfig.from_dict(cfg)).items()}
+    file_bytes = sum(t.nbytes for t in tensors.values())
+    pytransformer.save(tmp_path / "m", cfg, tensors)
+    want = pytransformer.load(tmp_path / "m").generate([[3, 4, 5, 6]], 4, min_new_tokens=4)[0].tolist()
+    script = tmp_path / "peak.py"
+    script.write_text(LOAD_PEAK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "m")], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    import json
+    result = json.loads(proc.stdout)
+    grew = result["grew"]
+    assert result["tokens"] == want
+    # one packed copy of everything (~file_bytes) plus slack; holding the file pages too would be ~2x
+    assert int(grew) < 1.45 * file_bytes, f"load grew RSS by {int(grew) / 2**20:.0f} MiB for a " \
+                                          f"{file_bytes / 2**20:.0f} MiB model"
