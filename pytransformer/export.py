@@ -96,10 +96,31 @@ def from_torch(module, path):
     return weights.save(path, config, tensors)
 
 
+def load_checkpoint(path):
+    """Load a checkpoint written by torch_reference.save_checkpoint (torch.load with weights_only=True,
+    which refuses arbitrary pickled objects). Export time only: never on pytransformer's load path."""
+    import torch
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # the unpickler raises many kinds of errors on a foreign file
+        raise ValueError(f"{path}: cannot read as a torch checkpoint "
+                         f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, dict) or set(checkpoint) != {"config", "state_dict"}:
+        raise ValueError(f"{path}: not a pytransformer reference checkpoint (expected a dict "
+                         "with keys 'config' and 'state_dict')")
+    from .torch_reference import ReferenceTransformer
+    model = ReferenceTransformer(checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"], strict=True)
+    model.train(False)
+    return model
+
+
 def export_checkpoint(checkpoint_path, out_dir):
     """Convert a checkpoint written by torch_reference.save_checkpoint into a model directory."""
     try:
-        from .torch_reference import load_checkpoint
+        import torch  # noqa: F401
     except ImportError as exc:
         raise RuntimeError("exporting a checkpoint needs PyTorch: pip install "
                            "'pytransformer[torch]'") from exc

@@ -59,7 +59,7 @@ def compare_with_transformers(path, sources, max_new_tokens=20, tgt_len=8, seed=
     from transformers import AutoModelForSeq2SeqLM
     model = load_hf(path)
     ref = AutoModelForSeq2SeqLM.from_pretrained(os.fspath(path), dtype=torch.float32)
-    ref.eval()
+    ref.train(False)
     cfg = model.config
     srcs = [np.asarray(s, dtype=np.int64) for s in sources]
     lens = np.array([len(s) for s in srcs])

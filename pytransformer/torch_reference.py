@@ -238,7 +238,7 @@ class ReferenceTransformer(nn.Module):
         self.output = nn.Linear(d, cfg["tgt_vocab_size"], bias=cfg["output_bias"])
         if cfg["tie_output"]:
             self.output.weight = self.tgt_embedding.weight
-        self.eval()
+        self.train(False)   # inference mode: no dropout
 
     # ---- inputs
 
@@ -393,24 +393,6 @@ def save_checkpoint(module, path):
     torch.save({"config": dict(module.config), "state_dict": module.state_dict()}, path)
 
 
-def load_checkpoint(path):
-    """Load a checkpoint written by save_checkpoint (torch.load with weights_only=True)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as exc:  # the unpickler raises many kinds of errors on a foreign file
-        raise ValueError(f"{path}: cannot read as a torch checkpoint "
-                         f"({type(exc).__name__}: {exc})") from exc
-    if not isinstance(checkpoint, dict) or set(checkpoint) != {"config", "state_dict"}:
-        raise ValueError(f"{path}: not a pytransformer reference checkpoint (expected a dict "
-                         "with keys 'config' and 'state_dict')")
-    model = ReferenceTransformer(checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"], strict=True)
-    model.eval()
-    return model
-
-
 def from_model_dir(path):
     """A ReferenceTransformer holding the weights of a pytransformer model directory.
 
@@ -481,5 +463,5 @@ def from_model_dir(path):
             if cfg["ffn_bias"]:
                 copy(layer.linear1.bias, prefix + ".ffn.fc1.bias")
                 copy(layer.linear2.bias, prefix + ".ffn.fc2.bias")
-    module.eval()
+    module.train(False)
     return module

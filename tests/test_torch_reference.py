@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pytransformer import export
-from pytransformer.torch_reference import (ReferenceTransformer, init_seeded, load_checkpoint,
+from pytransformer.export import load_checkpoint
+from pytransformer.torch_reference import (ReferenceTransformer, init_seeded,
                                            save_checkpoint)
 
 from model_configs import PARITY_CONFIGS
