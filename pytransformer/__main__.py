@@ -176,7 +176,7 @@ def _cmd_export(args):
     from . import hf
     if len(args.rest) in (1, 2) and os.path.isdir(args.rest[0]) and hf.is_hf_directory(args.rest[0]):
         # a Hugging Face directory holding only pytorch_model.bin: write model.safetensors once
-        from .hf_torch import convert_pytorch_checkpoint
+        from .export import convert_pytorch_checkpoint
         written = convert_pytorch_checkpoint(*args.rest)
         print(f"wrote {written}", file=sys.stderr)
         return 0

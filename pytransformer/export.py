@@ -12,10 +12,14 @@ The name mapping from torch.nn's transformer layers to FORMAT.md lives here and 
   encoder.norm / decoder.norm                       -> encoder.final_norm / decoder.final_norm
 torch.nn's layers have one bias flag, so with biases off their layer norms have no bias; FORMAT.md
 always stores a layer_norm bias, so a zero vector is written (the same function).
+It also converts a Hugging Face directory that holds only pytorch_model.bin (convert_pytorch_checkpoint):
+everything that unpickles (torch.load, weights_only=True) is here, on the export path, never on a load.
 torch is imported inside the functions: `import pytransformer.export` works without it.
 """
 import argparse
+import os
 import sys
+from typing import Dict
 
 import numpy as np
 
@@ -144,3 +148,44 @@ def main_export(argv=None):
         return 1
     print(f"wrote {args.out_dir}")
     return 0
+
+
+# ---- Hugging Face directories that hold only pytorch_model.bin
+
+def convert_pytorch_checkpoint(path, out_dir=None) -> str:
+    """Write model.safetensors (float32 kept as stored) from the directory's pytorch_model.bin
+    (or its sharded index), once, for `pytransformer export DIR`; needs torch. Tensors are read with
+    torch.load(weights_only=True), which refuses arbitrary pickled objects. Returns the path written."""
+    from .errors import WeightsError
+    from .hf import PYTORCH_FILE, PYTORCH_INDEX, SAFETENSORS_FILE, _pytorch_only_message, _read_json
+    from .safetensors import write_safetensors
+    path = os.fspath(path)
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(_pytorch_only_message(path)) from None
+    index = os.path.join(path, PYTORCH_INDEX)
+    if os.path.isfile(index):
+        weight_map = _read_json(index).get("weight_map") or {}
+        files = sorted(set(weight_map.values()))
+    elif os.path.isfile(os.path.join(path, PYTORCH_FILE)):
+        files = [PYTORCH_FILE]
+    else:
+        raise WeightsError(f"{path}: no {PYTORCH_FILE} to convert")
+    tensors: Dict[str, np.ndarray] = {}
+    for name in files:
+        if os.path.basename(name) != name:
+            raise WeightsError(f"{index}: shard name {name!r} is not a plain file name")
+        state = torch.load(os.path.join(path, name), map_location="cpu", weights_only=True)
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            t = value.detach().contiguous()
+            if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
+                t = t.float()
+            tensors[key] = t.numpy().copy()
+    out_dir = os.fspath(out_dir) if out_dir is not None else path
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, SAFETENSORS_FILE)
+    write_safetensors(out, tensors, metadata={"format": "pt"})
+    return out

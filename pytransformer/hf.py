@@ -8,7 +8,7 @@ mapping does not understand is an error that names it, never a silent guess.
 
 Only the standard library and NumPy are needed. `tokenizers` or `sentencepiece`, when installed,
 give the model a text tokenizer. Everything that needs torch (converting a pytorch_model.bin,
-comparing with transformers) lives in hf_torch.py, off the load path.
+comparing with transformers) lives in export.py and hf_torch.py, off the load path.
 """
 from __future__ import annotations
 

@@ -1,55 +1,15 @@
-"""pytransformer.hf_torch - the torch side of Hugging Face support: convert a pytorch_model.bin once,
-and compare a directory with transformers (for `pytransformer export` / `verify` and the tests).
+"""pytransformer.hf_torch - compare a Hugging Face directory with transformers (for `pytransformer
+verify` and the tests). The one-time conversion of a pytorch_model.bin is export.convert_pytorch_checkpoint.
 
-Kept out of hf.py so that nothing a load goes through imports torch or unpickles anything.
+Kept out of hf.py so that nothing a load goes through imports torch.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict
 
 import numpy as np
 
-from .errors import WeightsError
-from .hf import (PYTORCH_FILE, PYTORCH_INDEX, SAFETENSORS_FILE, _pytorch_only_message, _read_json,
-                 load_hf)
-from .safetensors import write_safetensors
-
-
-def convert_pytorch_checkpoint(path, out_dir=None) -> str:
-    """Write model.safetensors (float32 kept as stored) from the directory's pytorch_model.bin
-    (or its sharded index); needs torch. Tensors are read with torch.load(weights_only=True), which
-    refuses arbitrary pickled objects. Returns the path written."""
-    path = os.fspath(path)
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(_pytorch_only_message(path)) from None
-    index = os.path.join(path, PYTORCH_INDEX)
-    if os.path.isfile(index):
-        weight_map = _read_json(index).get("weight_map") or {}
-        files = sorted(set(weight_map.values()))
-    elif os.path.isfile(os.path.join(path, PYTORCH_FILE)):
-        files = [PYTORCH_FILE]
-    else:
-        raise WeightsError(f"{path}: no {PYTORCH_FILE} to convert")
-    tensors: Dict[str, np.ndarray] = {}
-    for name in files:
-        if os.path.basename(name) != name:
-            raise WeightsError(f"{index}: shard name {name!r} is not a plain file name")
-        state = torch.load(os.path.join(path, name), map_location="cpu", weights_only=True)
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            t = value.detach().contiguous()
-            if t.dtype == torch.bfloat16 or t.dtype == torch.float16:
-                t = t.float()
-            tensors[key] = t.numpy().copy()
-    out_dir = os.fspath(out_dir) if out_dir is not None else path
-    os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, SAFETENSORS_FILE)
-    write_safetensors(out, tensors, metadata={"format": "pt"})
-    return out
+from .hf import load_hf
 
 
 def compare_with_transformers(path, sources, max_new_tokens=20, tgt_len=8, seed=0):

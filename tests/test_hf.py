@@ -21,7 +21,7 @@ from transformers import (BartConfig, BartForConditionalGeneration, M2M100Config
                           MBartForConditionalGeneration, T5Config, T5ForConditionalGeneration)
 
 import pytransformer
-from pytransformer import hf, hf_torch
+from pytransformer import export, hf, hf_torch
 from conftest import LOGITS_ATOL
 
 transformers.logging.set_verbosity_error()
@@ -364,7 +364,7 @@ def test_pytorch_bin_needs_export_then_loads(tmp_path):
     torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(pytransformer.WeightsError, match="pytransformer export"):
         pytransformer.load(tmp_path)
-    out = hf_torch.convert_pytorch_checkpoint(tmp_path)
+    out = export.convert_pytorch_checkpoint(tmp_path)
     assert out == str(tmp_path / "model.safetensors")
     got, want = _logits_both(ref, pytransformer.load(tmp_path))
     assert np.abs(got - want).max() <= LOGITS_ATOL
