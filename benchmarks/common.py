@@ -1,7 +1,7 @@
 """common.py - what every pytransformer benchmark shares: machine facts, side-by-side timing, medians.
 
-Machines here are shared and noisy, so engines are timed alternately inside one process, each
-repetition running every engine once, and the medians and their ratios are what we report.
+Machines here are shared and noisy, so engines are timed alternately in one run, each repetition
+running every engine once, and the medians and their ratios are what we report.
 """
 import datetime
 import os
@@ -40,22 +40,31 @@ def alternate(fns, reps, min_time=0.0):
     """Time each callable in fns (dict name -> fn) `reps` times, interleaved; returns name -> median seconds.
 
     Each sample repeats the call until it lasts at least min_time, to get above timer noise."""
-    samples = {name: [] for name in fns}
-    inner = {}
-    for name, fn in fns.items():           # warm up and pick the inner repeat count
-        fn()
-        t0 = time.perf_counter(); fn(); dt = time.perf_counter() - t0
-        inner[name] = max(1, int(min_time / dt) if dt > 0 else 1)
-    for _ in range(reps):
-        for name, fn in fns.items():
-            # Thread pools (OpenMP, OpenBLAS) spin for a while after their last job; let the
-            # previous engine's workers go to sleep so they do not steal this engine's cores.
-            time.sleep(SETTLE_SECONDS)
-            n = inner[name]
+    def looped(fn):
+        def run(n):
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / n)
+            return (time.perf_counter() - t0) / n
+        return run
+    return alternate_timed({name: looped(fn) for name, fn in fns.items()}, reps, min_time)
+
+
+def alternate_timed(runs, reps, min_time=0.0):
+    """As alternate, for callables that time themselves: runs[name](n) makes n back-to-back calls and
+    returns the seconds per call (an engine in another process measures there, without the pipe)."""
+    samples = {name: [] for name in runs}
+    inner = {}
+    for name, run in runs.items():          # warm up and pick the inner repeat count
+        run(1)
+        dt = run(1)
+        inner[name] = max(1, int(min_time / dt) if dt > 0 else 1)
+    for _ in range(reps):
+        for name, run in runs.items():
+            # Thread pools (OpenMP, OpenBLAS) spin for a while after their last job; let the
+            # previous engine's workers go to sleep so they do not steal this engine's cores.
+            time.sleep(SETTLE_SECONDS)
+            samples[name].append(run(inner[name]))
     return {name: statistics.median(v) for name, v in samples.items()}
 
 

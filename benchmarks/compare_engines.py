@@ -5,8 +5,10 @@
 The model: a seeded random MarianMT at the opus-mt-en-de size (engines.build_marian), the same weights
 in every engine. Workloads, source length 32 (31 ids + EOS): encoder forward at batch 1 and 16; greedy
 decoding of exactly 64 new tokens (EOS suppressed) at batch 1 and 16; first-token latency (encoder +
-one step). Each engine's greedy tokens are checked against transformers' before it is timed; the
-engines are timed alternately in one process (common.alternate), medians and ratios reported.
+one step). Each engine runs in its own process (engines.RemoteEngine: PyTorch and pytransformer would
+otherwise share one OpenMP runtime) and measures its own calls; its greedy tokens are checked against
+transformers' before it is timed; the engines are timed alternately (common.alternate_timed),
+medians and ratios reported.
 Model load time, load-to-first-token and peak RSS come from one fresh subprocess per engine.
 Also: the shipped dates model against its PyTorch reference (`pytransformer bench --vs torch`), the
 memory-bandwidth bound of one decode step, and the profile of a step (`pytransformer bench --profile`).
@@ -34,7 +36,7 @@ MODEL_DIR = os.path.join(tempfile.gettempdir(), "pytransformer-marian-opus-size-
 def sources(batch, vocab, seed=0):
     import numpy as np
     rng = np.random.default_rng(seed)
-    return [list(rng.integers(1, vocab - 1, size=SRC_LEN - 1)) + [0] for _ in range(batch)]
+    return [[int(t) for t in rng.integers(1, vocab - 1, size=SRC_LEN - 1)] + [0] for _ in range(batch)]
 
 
 def engine_path(name, hf_dir):
@@ -73,7 +75,7 @@ def run_probe(name, hf_dir, threads):
 
 def time_engines(engs, threads, reps):
     """Check tokens, then time every workload with the engines alternated. Returns a dict of results."""
-    from common import alternate
+    from common import alternate_timed
     for e in engs.values():
         e.set_threads(threads)
     ref = engs["transformers"]
@@ -94,11 +96,10 @@ def time_engines(engs, threads, reps):
     for B in BATCHES:
         src = sources(B, 58101, seed=B)
         ok = {n: e for n, e in engs.items() if B in timed.get(n, ())}
-        for work, fn in (("encoder", lambda e: e.encode(src)),
-                         ("first_token", lambda e: e.generate(src, 1)),
-                         ("greedy", lambda e: e.generate(src, NEW_TOKENS))):
-            t = alternate({n: (lambda e=e: fn(e)) for n, e in ok.items()}, reps,
-                          min_time=0.2 if work != "greedy" else 0.0)
+        for work, kind, n_new in (("encoder", "encoder", 0), ("first_token", "greedy", 1),
+                                  ("greedy", "greedy", NEW_TOKENS)):
+            t = alternate_timed({n: (lambda inner, e=e: e.timed(kind, src, n_new, inner)) for n, e in ok.items()},
+                                reps, min_time=0.2 if work != "greedy" else 0.0)
             for n, sec in t.items():
                 res["time"][f"{n} {work} b{B}"] = sec
             print(f"  {threads} thread(s) {work:<11} batch {B:>2}: " +
@@ -144,8 +145,8 @@ def main(argv=None):
     import numpy as np  # noqa: F401
     import engines
     import pytransformer
-    from common import machine_line, read_bandwidth
-    from pytransformer.__main__ import profile_decode_step, write_report
+    from common import machine_line
+    from pytransformer.__main__ import write_report
 
     os.makedirs(args.out, exist_ok=True)
     threads_list = [int(x) for x in args.threads.split(",")]
@@ -159,18 +160,20 @@ def main(argv=None):
     print("load/RSS probes (one subprocess per engine)...", file=sys.stderr)
     probes = {n: run_probe(n, hf_dir, max(threads_list)) for n in names}
 
-    engs = {n: engines.ENGINES[n](engine_path(n, hf_dir), threads_list[0]).load() for n in names}
+    engs = {n: engines.RemoteEngine(n, engine_path(n, hf_dir), threads_list[0]).load() for n in names}
     timing = {}
     for th in threads_list:
         print(f"timing at {th} thread(s)...", file=sys.stderr)
         timing[th] = time_engines(engs, th, args.reps)
-    bw = {th: read_bandwidth(th, mib=512, reps=5) for th in threads_list}
-    prof = {}
     pt = engs["pytransformer"]
+    bw = {th: pt.call("bandwidth", threads=th, mib=512, reps=5)["gb_s"] for th in threads_list}
+    prof = {}
+    pt.set_threads(max(threads_list))
     for B in BATCHES:
-        pt.set_threads(max(threads_list))
-        prof[B] = profile_decode_step(pt.model, sources(B, 58101, seed=B), NEW_TOKENS, reps=3)
-    del engs
+        prof[B] = pt.call("profile", src=sources(B, 58101, seed=B), n_new=NEW_TOKENS, reps=3)["profile"]
+    versions = {k: v for e in engs.values() for k, v in e.info["version"].items()}
+    for e in engs.values():
+        e.close()
 
     dates = subprocess.run([sys.executable, "-m", "pytransformer", "bench", "--vs", "torch", "--threads",
                             str(max(threads_list)), "--batch-sizes", "1,16", "--max-new-tokens", "12",
@@ -238,18 +241,13 @@ def main(argv=None):
            higher=False)
 
     machine = machine_line(",".join(map(str, threads_list)))
-    import torch
-    import transformers
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    if "ctranslate2" in names:
-        import ctranslate2
-        versions += f", ctranslate2 {ctranslate2.__version__}"
+    versions = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "pytransformer")
     notes = [f"Machine: {machine}; {versions}; Python {platform.python_version()}.",
              f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in uptime_before)}, after: "
              f"{' '.join(f'{x:.2f}' for x in uptime_after)}; run took {time.time() - started:.0f} s.",
              f"Model: seeded random MarianMT, d_model 512, 8 heads, 6+6 layers, FFN 2048, vocab 58101 "
              f"(engines.build_marian). Source length {SRC_LEN}; greedy = exactly {NEW_TOKENS} new tokens, "
-             f"EOS suppressed; median of {args.reps}, engines alternated in one process. ms/step = "
+             f"EOS suppressed; median of {args.reps}, engines alternated, each in its own process. ms/step = "
              f"(greedy - first token) / {NEW_TOKENS - 1}. CTranslate2 has no encoder-only call: its encoder "
              f"time is (encoder + 1 step) - ms/step.",
              "Greedy tokens identical to transformers: " + ", ".join(

@@ -215,3 +215,145 @@ def ctranslate2_available():
     except ImportError:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------- one process per engine
+
+class RemoteEngine:
+    """An engine running in its own Python process (`python engines.py --serve NAME PATH THREADS`),
+    driven over a pipe with one JSON line per request.
+
+    Why not all engines in one process: the PyTorch wheel bundles its own libgomp.so.1 under the same
+    soname as the system's, so in one process pytransformer and PyTorch share whichever OpenMP
+    runtime was loaded first, with that runtime's wait policy (pytransformer loads it with sleeping
+    workers, PyTorch with spinning ones). Then neither runs as it does for its own users. In its own
+    process each engine gets its own runtime and its own settings, as in an application."""
+
+    def __init__(self, name, path, threads):
+        self.name, self.path, self.threads = name, path, threads
+        self.proc = None
+
+    def load(self):
+        import subprocess
+        import sys
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", self.name, self.path,
+                                      str(self.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     bufsize=1)
+        self.info = self._read()        # {"version": ...} once the engine has loaded
+        return self
+
+    def _read(self):
+        import json
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker exited (code {self.proc.wait()}); see its stderr above")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"{self.name} worker: {reply['error']}")
+        return reply
+
+    def call(self, op, **args):
+        import json
+        self.proc.stdin.write(json.dumps(dict(args, op=op)) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def set_threads(self, n):
+        self.threads = n
+        self.call("threads", n=n)
+
+    def generate(self, src_ids, n_new):
+        return self.call("generate", src=_plain(src_ids), n_new=n_new)["tokens"]
+
+    def encode(self, src_ids):
+        self.call("encode", src=_plain(src_ids))
+
+    def timed(self, work, src_ids, n_new, inner):
+        """Seconds per call of `work` ("encoder" or "greedy" with n_new tokens), measured inside the
+        worker over `inner` back-to-back calls (the pipe round trip is not timed)."""
+        return self.call("time", work=work, src=_plain(src_ids), n_new=n_new, inner=inner)["seconds"]
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.call("quit")
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+
+def _plain(src_ids):
+    return [[int(t) for t in s] for s in src_ids]
+
+
+def _versions(name):
+    if name == "pytransformer":
+        import pytransformer
+        return {"pytransformer": pytransformer.__version__}
+    if name == "transformers":
+        import torch
+        import transformers
+        return {"torch": torch.__version__, "transformers": transformers.__version__}
+    import ctranslate2
+    return {"ctranslate2": ctranslate2.__version__}
+
+
+def serve(name, path, threads):
+    """The worker side of RemoteEngine: load the engine, then answer requests from stdin until "quit".
+    Anything the engines print goes to stderr; stdout carries only the replies."""
+    import json
+    import sys
+    import time
+    reply_to = sys.stdout
+    sys.stdout = sys.stderr
+
+    def reply(obj):
+        reply_to.write(json.dumps(obj) + "\n")
+        reply_to.flush()
+
+    try:
+        eng = ENGINES[name](path, threads).load()
+    except Exception as e:  # noqa: BLE001  (reported to the driver, which raises)
+        reply({"error": f"loading failed: {e!r}"})
+        return
+    reply({"version": _versions(name)})
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req["op"]
+        try:
+            if op == "quit":
+                reply({})
+                break
+            elif op == "threads":
+                eng.set_threads(req["n"])
+                out = {}
+            elif op == "generate":
+                out = {"tokens": eng.generate(req["src"], req["n_new"])}
+            elif op == "encode":
+                eng.encode(req["src"])
+                out = {}
+            elif op == "time":
+                src, n_new = req["src"], req["n_new"]
+                fn = (lambda: eng.encode(src)) if req["work"] == "encoder" else (lambda: eng.generate(src, n_new))
+                t0 = time.perf_counter()
+                for _ in range(req["inner"]):
+                    fn()
+                out = {"seconds": (time.perf_counter() - t0) / req["inner"]}
+            elif op == "profile" and name == "pytransformer":
+                from pytransformer.__main__ import profile_decode_step
+                out = {"profile": profile_decode_step(eng.model, req["src"], req["n_new"], reps=req["reps"])}
+            elif op == "bandwidth" and name == "pytransformer":
+                from common import read_bandwidth
+                out = {"gb_s": read_bandwidth(req["threads"], mib=req["mib"], reps=req["reps"])}
+            else:
+                out = {"error": f"unknown request {op!r} for {name}"}
+        except Exception as e:  # noqa: BLE001
+            out = {"error": repr(e)}
+        reply(out)
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        sys.exit("usage: python engines.py --serve ENGINE PATH THREADS  (started by RemoteEngine)")

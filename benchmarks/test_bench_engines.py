@@ -4,7 +4,9 @@ and CTranslate2 (when installed): encoder forward and 64-token greedy decoding a
     pytest benchmarks/test_bench_engines.py --benchmark-group-by=param:workload
 
 Every case first checks that the engine's greedy tokens equal transformers' on the same sources.
-The README's figures come from compare_engines.py, which alternates the engines in one process.
+Each engine runs in its own process (engines.RemoteEngine), so the times here include one pipe
+round trip per call (well under a millisecond). The README's figures come from compare_engines.py,
+which alternates the engines and has each measure its own calls.
 """
 import pytest
 
@@ -21,8 +23,10 @@ def loaded():
     out = {}
     for n in NAMES:
         path = engines.convert_ct2(hf_dir, hf_dir + "-ct2") if n == "ctranslate2" else hf_dir
-        out[n] = engines.ENGINES[n](path, THREADS).load()
-    return out
+        out[n] = engines.RemoteEngine(n, path, THREADS).load()
+    yield out
+    for e in out.values():
+        e.close()
 
 
 @pytest.fixture(scope="module")
