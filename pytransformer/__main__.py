@@ -215,6 +215,56 @@ def _reference(model):
     return from_model_dir(model.path)
 
 
+# The PyTorch side of `bench --vs torch`, in a process of its own: the PyTorch wheel bundles a
+# libgomp.so.1 under the system's soname, so in one process PyTorch would run on pytransformer's
+# OpenMP runtime, with its sleeping workers, instead of its own (measured: about 30% fewer tokens/s
+# for the reference at batch 1). torch is imported first, so it loads its own runtime.
+_TORCH_WORKER = """
+import sys, time
+import torch
+import numpy as np
+from pytransformer.__main__ import _load, _inputs, _reference
+path, threads, n, seed, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
+model = _load(path, threads)
+ref = _reference(model)
+srcs, _ = _inputs(model, n, seed)
+print("ready", flush=True)
+for line in sys.stdin:
+    batch = srcs[:int(line)]
+    lengths = [len(s) for s in batch]
+    padded = np.full((len(batch), max(lengths)), model.config.pad_id, dtype=np.int64)
+    for b, s in enumerate(batch):
+        padded[b, :len(s)] = s
+    t0 = time.perf_counter()
+    ref.greedy(torch.from_numpy(padded), torch.tensor(lengths), steps, min_new_tokens=steps)
+    print(time.perf_counter() - t0, flush=True)
+"""
+
+
+class _TorchTimer:
+    """Times the PyTorch reference's greedy decoding in a child process (see _TORCH_WORKER)."""
+
+    def __init__(self, path, threads, n, seed, steps):
+        import subprocess
+        self.proc = subprocess.Popen([sys.executable, "-c", _TORCH_WORKER, path, str(threads), str(n), str(seed),
+                                      str(steps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the PyTorch reference process failed to start (exit code {self.proc.wait()})")
+
+    def __call__(self, batch_size):
+        self.proc.stdin.write(f"{batch_size}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the PyTorch reference process exited (code {self.proc.wait()})")
+        return float(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
 def _cmd_verify(args):
     import numpy as np
     model = _load(args.model, args.threads)
@@ -452,11 +502,14 @@ def _cmd_bench(args):
         return 0
     ref = None
     if args.vs == "torch":
-        ref = _reference(model)
-        if ref is None:
+        try:
+            import importlib.util
+            have_torch = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):
+            have_torch = False
+        if not have_torch:
             raise UsageError("--vs torch needs PyTorch: pip install 'pytransformer[torch]'")
-        import torch
-        torch.set_num_threads(threads)
+        ref = _TorchTimer(model.path, threads, max(sizes), args.seed, steps)
     info = pytransformer.cpu_info()
     print(f"greedy decoding of {steps} tokens per sequence (EOS suppressed), {threads} threads, "
           f"isa {info['isa']}, median of {args.repeats}")
@@ -472,23 +525,16 @@ def _cmd_bench(args):
     results = []
     for B in sizes:
         batch = srcs[:B]
-        if ref is not None:
-            import torch
-            lengths = [len(s) for s in batch]
-            padded = np.full((B, max(lengths)), model.config.pad_id, dtype=np.int64)
-            for b, s in enumerate(batch):
-                padded[b, :len(s)] = s
-            t_src, t_len = torch.from_numpy(padded), torch.tensor(lengths)
         ours, theirs = [], []
         model.generate(batch, steps, min_new_tokens=steps)                 # warm-up
+        if ref is not None:
+            ref(B)
         for _ in range(args.repeats):                                      # alternate the two engines
             t0 = time.perf_counter()
             model.generate(batch, steps, min_new_tokens=steps)
             ours.append(time.perf_counter() - t0)
             if ref is not None:
-                t0 = time.perf_counter()
-                ref.greedy(t_src, t_len, steps, min_new_tokens=steps)
-                theirs.append(time.perf_counter() - t0)
+                theirs.append(ref(B))
         rate = B * steps / float(np.median(ours))
         line = f"{B:>6} {rate:>20,.0f}"
         row = {"batch": B, "pytransformer_tok_s": rate}
@@ -499,8 +545,9 @@ def _cmd_bench(args):
         results.append(row)
         print(line)
     if ref is not None:
+        ref.close()
         print("(torch: pytransformer.torch_reference, torch.nn layers, re-running the decoder on the "
-              "whole prefix at each step)")
+              "whole prefix at each step, in a process of its own)")
     if args.report:
         _bench_report(args.report, model, threads, steps, args.repeats, load, results, ref is not None)
     return 0
