@@ -97,13 +97,20 @@ static inline __m256 pt_no_neg_inf(__m256 x) {
 #define PT_ACT_SCALE_K 64
 #define PT_ACT_UNSCALE 5.42101086242752217e-20f /* 2^-64 */
 
+/* e^x from e^x 2^64 (one exp for both): exact, and bitwise equal to pt_exp256(x), whenever e^x is a
+ * normal float, since both are p 2^n with the same p and power-of-two factors; below 2^-126 the two
+ * may round differently, which the callers never see (they only use it in 1 + e^x). */
+static inline __m256 pt_unscale256(__m256 scaled) {
+    return _mm256_mul_ps(scaled, _mm256_set1_ps(PT_ACT_UNSCALE));
+}
+
 /* x sigmoid(x) = x * (x<0 ? t : 1) / (1 + t), t = e^-|x|: never exp of a large positive number, so
  * no overflow and full relative accuracy for large negative x (where 1 - sigmoid would cancel). */
 static inline __m256 pt_silu256(__m256 x) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     __m256 nax = _mm256_or_ps(x, sign);
-    __m256 t = pt_exp256(nax);
     __m256 t_scaled = pt_exp2k256(nax, PT_ACT_SCALE_K);
+    __m256 t = pt_unscale256(t_scaled);
     __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
     __m256 sig = _mm256_div_ps(_mm256_blendv_ps(one, t_scaled, neg), _mm256_add_ps(one, t));
     __m256 fin = _mm256_blendv_ps(one, _mm256_set1_ps(PT_ACT_UNSCALE), neg);
@@ -168,9 +175,9 @@ static inline __m256 pt_gelu_tanh256(__m256 x) {
     __m256 err = _mm256_add_ps(_mm256_sub_ps(e_hi, _mm256_sub_ps(z_hi, bb)), _mm256_sub_ps(d_hi, bb));
     __m256 z_lo = _mm256_add_ps(err, _mm256_add_ps(e_lo, d_lo));
     __m256 nz = _mm256_xor_ps(z_hi, sign);
-    __m256 t = pt_exp256(nz);
-    t = _mm256_fnmadd_ps(t, z_lo, t);                                        /* e^-(hi+lo) */
     __m256 t_scaled = pt_exp2k256(nz, PT_ACT_SCALE_K);
+    __m256 t = pt_unscale256(t_scaled);
+    t = _mm256_fnmadd_ps(t, z_lo, t);                                        /* e^-(hi+lo) */
     t_scaled = _mm256_fnmadd_ps(t_scaled, z_lo, t_scaled);
     __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
     __m256 sig = _mm256_div_ps(_mm256_blendv_ps(one, t_scaled, neg), _mm256_add_ps(one, t));
