@@ -80,17 +80,18 @@ def read_bandwidth(threads, mib=1024, reps=7):
     return buf.nbytes / statistics.median(times) / 1e9
 
 
-def fma_peak(threads, seconds=0.3):
-    """Measured single-precision FMA throughput in GFLOP/s on `threads` threads (AVX2 path), or None."""
-    if not K.avx2_available():
+def fma_peak(threads, seconds=0.3, lanes=8):
+    """Measured single-precision FMA throughput in GFLOP/s on `threads` threads, with 8-lane AVX2 FMAs
+    or (lanes=16) 16-lane AVX-512 FMAs; None when the CPU or the build lacks that path."""
+    if not (K.avx512_available() if lanes == 16 else K.avx2_available()):
         return None
     iters = 1_000_000
-    t0 = time.perf_counter(); K.probe_fma(iters, threads); dt = time.perf_counter() - t0
+    t0 = time.perf_counter(); K.probe_fma(iters, threads, lanes); dt = time.perf_counter() - t0
     iters = max(iters, int(iters * seconds / max(dt, 1e-9)))
     best = 0.0
     for _ in range(3):
         t0 = time.perf_counter()
-        flops = K.probe_fma(iters, threads)
+        flops = K.probe_fma(iters, threads, lanes)
         best = max(best, flops / (time.perf_counter() - t0) / 1e9)
     return best
 

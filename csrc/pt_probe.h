@@ -14,5 +14,9 @@ double pt_probe_read_avx2(const float *buf, size_t n, int nthreads);
  * path only; returns NaN when it is not compiled in). flops = iters * PT_PROBE_CHAINS * 8 * 2 * nthreads. */
 #define PT_PROBE_CHAINS 12
 double pt_probe_fma_avx2(long iters, int nthreads);
+/* The same with PT_PROBE_CHAINS_512 independent 16-lane AVX-512 FMAs (NaN when not compiled in).
+ * flops = iters * PT_PROBE_CHAINS_512 * 16 * 2 * nthreads. */
+#define PT_PROBE_CHAINS_512 24
+double pt_probe_fma_avx512(long iters, int nthreads);
 
 #endif

@@ -473,6 +473,75 @@ def profile_decode_step(model, src, steps, reps=3):
     return result
 
 
+def profile_encoder(model, src, reps=5):
+    """Where the encoder's time goes for one batch of sources, in ms (best of reps): each kernel call
+    timed as in profile_decode_step, the GEMMs split by the layer weight they use, with the GFLOP/s
+    each reached; "total" is an uninstrumented run."""
+    import numpy as np
+    from . import _kernels as K
+    from . import model as model_mod
+    names = {}
+    for layer in model.encoder_layers:
+        names[id(layer.attn.qkv.packed)] = "GEMM q/k/v"
+        names[id(layer.attn.out.packed)] = "GEMM attention out (+ residual)"
+        names[id(layer.ffn.fc1.packed)] = "GEMM FFN in (+ activation)"
+        names[id(layer.ffn.fc2.packed)] = "GEMM FFN out (+ residual)"
+    acc, flops = {}, {}
+    clock = time.perf_counter
+
+    def gemm(a, packed, *rest, **kw):
+        t0 = clock()
+        r = K.gemm(a, packed, *rest, **kw)
+        cat = names.get(id(packed), "GEMM (other)")
+        acc[cat] = acc.get(cat, 0.0) + clock() - t0
+        flops[cat] = flops.get(cat, 0) + 2 * a.shape[0] * packed.n * packed.k
+        return r
+
+    def timed(fn, cat):
+        def wrapper(*a, **kw):
+            t0 = clock()
+            r = fn(*a, **kw)
+            acc[cat] = acc.get(cat, 0.0) + clock() - t0
+            return r
+        return wrapper
+
+    class Timed:     # stands in for the kernel module inside pytransformer.model
+        def __getattr__(self, name):
+            return getattr(K, name)
+    proxy = Timed()
+    proxy.gemm = gemm
+    proxy.attention = timed(K.attention, "attention")
+    proxy.norm = timed(K.norm, "norms")
+    proxy.embedding = timed(K.embedding, "embedding")
+    proxy.bias_activation = timed(K.bias_activation, "activation")
+    ids, lens = model.prepare_source(src)
+
+    def run():
+        t0 = clock()
+        model._encode_ids(ids, lens)
+        return clock() - t0
+    run()                                         # warm-up
+    totals, best, best_instr = [], None, None
+    for _ in range(reps):
+        totals.append(run())
+        acc.clear()
+        flops.clear()
+        model_mod.K = proxy
+        try:
+            t = run()
+        finally:
+            model_mod.K = K
+        if best_instr is None or t < best_instr:
+            best_instr, best = t, (dict(acc), dict(flops))
+    acc, flops = best
+    result = {c: v * 1e3 for c, v in sorted(acc.items(), key=lambda kv: -kv[1])}
+    result["Python/other"] = max(0.0, best_instr - sum(acc.values())) * 1e3
+    gflops = {c: flops[c] / acc[c] / 1e9 for c in flops if acc[c] > 0}
+    gemm_total = sum(acc[c] for c in flops)
+    gflops["all GEMMs"] = sum(flops.values()) / gemm_total / 1e9 if gemm_total > 0 else 0.0
+    return {"ms": result, "gflop_s": gflops, "total": min(totals) * 1e3, "instrumented": best_instr * 1e3}
+
+
 def _print_profile(prof, batch, steps, stream=None):
     stream = stream or sys.stdout
     total = prof["total"]

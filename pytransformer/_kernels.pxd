@@ -97,6 +97,8 @@ cdef extern from "pt_embedding.h" nogil:
 cdef extern from "pt_probe.h" nogil:
     enum:
         PT_PROBE_CHAINS
+        PT_PROBE_CHAINS_512
     double pt_probe_read(const float *buf, size_t n, int nthreads)
     double pt_probe_read_avx2(const float *buf, size_t n, int nthreads)
     double pt_probe_fma_avx2(long iters, int nthreads)
+    double pt_probe_fma_avx512(long iters, int nthreads)

@@ -649,13 +649,22 @@ def probe_read_bandwidth(object buf, int nthreads=0):
     return s
 
 
-def probe_fma(long iters, int nthreads=0):
-    """iters rounds of PT_PROBE_CHAINS x 8-lane FMAs per thread on the AVX2 path; returns flops done (0 without AVX2)."""
-    if not avx2_available():
+def probe_fma(long iters, int nthreads=0, int lanes=8):
+    """iters rounds of independent FMAs per thread: PT_PROBE_CHAINS x 8 lanes on the AVX2 path, or with
+    lanes=16 PT_PROBE_CHAINS_512 x 16 lanes on the AVX-512 path. Returns the flops done (0 when the
+    CPU or this build lacks the path)."""
+    if lanes not in (8, 16):
+        raise ValueError(f"lanes must be 8 (AVX2) or 16 (AVX-512), got {lanes}")
+    if not (avx512_available() if lanes == 16 else avx2_available()):
         return 0
     cdef int nt = 1 if _fork_safe_mode else (nthreads if nthreads > 0 else _nthreads)
     if nt > 1:
         _mark_threads_used()
     with nogil:
-        pt_probe_fma_avx2(iters, nt)
+        if lanes == 16:
+            pt_probe_fma_avx512(iters, nt)
+        else:
+            pt_probe_fma_avx2(iters, nt)
+    if lanes == 16:
+        return iters * PT_PROBE_CHAINS_512 * 16 * 2 * nt
     return iters * PT_PROBE_CHAINS * 8 * 2 * nt

@@ -388,3 +388,12 @@ def test_isa_environment_variable(isa_name):
         assert proc.returncode != 0
         assert ("unknown ISA" in proc.stderr) if isa_name == "sse9" else ("does not support" in proc.stderr
                                                                        or "no AVX" in proc.stderr)
+
+
+def test_machine_probes():
+    """The benchmark FMA probes report the flops they ran (0 where the CPU or the build lacks the
+    path) and refuse an unknown width."""
+    assert K.probe_fma(1000, 1) == (1000 * 12 * 8 * 2 if K.avx2_available() else 0)
+    assert K.probe_fma(1000, 2, 16) == (1000 * 24 * 16 * 2 * 2 if K.avx512_available() else 0)
+    with pytest.raises(ValueError, match="lanes"):
+        K.probe_fma(10, 1, 4)
