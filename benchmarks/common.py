@@ -69,7 +69,8 @@ def alternate_timed(runs, reps, min_time=0.0):
 
 
 def read_bandwidth(threads, mib=1024, reps=7):
-    """Sustained read bandwidth in GB/s over a buffer far larger than the caches (median of reps)."""
+    """Sustained read bandwidth in GB/s over a buffer far larger than the caches: the best of reps,
+    since on a shared machine interference only ever lowers it."""
     buf = np.ones(mib * 1024 * 1024 // 4, dtype=np.float32)
     K.probe_read_bandwidth(buf, threads)  # fault the pages in
     times = []
@@ -77,7 +78,7 @@ def read_bandwidth(threads, mib=1024, reps=7):
         t0 = time.perf_counter()
         K.probe_read_bandwidth(buf, threads)
         times.append(time.perf_counter() - t0)
-    return buf.nbytes / statistics.median(times) / 1e9
+    return buf.nbytes / min(times) / 1e9
 
 
 def fma_peak(threads, seconds=0.3, lanes=8):

@@ -171,6 +171,8 @@ def main(argv=None):
     pt.set_threads(max(threads_list))
     for B in BATCHES:
         prof[B] = pt.call("profile", src=sources(B, 58101, seed=B), n_new=NEW_TOKENS, reps=3)["profile"]
+    enc_prof = pt.call("profile_encoder", src=sources(16, 58101, seed=16), reps=5)["profile"]
+    peak = {lanes: pt.call("fma_peak", threads=max(threads_list), lanes=lanes)["gflop_s"] for lanes in (8, 16)}
     versions = {k: v for e in engs.values() for k, v in e.info["version"].items()}
     for e in engs.values():
         e.close()
@@ -230,6 +232,10 @@ def main(argv=None):
     step_ms = d[("pytransformer", 1)]["ms_step"]
     target(f"batch-1 step / bandwidth bound ({step_bytes / 1e6:.0f} MB at {bw[th]:.1f} GB/s = {bound_ms:.2f} ms)",
            step_ms / bound_ms, 1.35, higher=False)
+    ceiling = None
+    if ("transformers", 1) in d:
+        # no float32 engine can step faster than the bound: the best ratio its decode steps allow
+        ceiling = d[("transformers", 1)]["ms_step"] / bound_ms
     if ratio(16, "transformers", "encoder_ms"):
         target("encoder batch 16: speed vs transformers", ratio(16, "transformers", "encoder_ms"), 1.2)
     if "ctranslate2" in names and ratio(16, "ctranslate2", "encoder_ms"):
@@ -260,6 +266,21 @@ def main(argv=None):
               f"{p['peak_rss_mb_first_token']:.0f} | {p['peak_rss_mb']:.0f} |" for n, p in probes.items()]
     table += ["", f"### Targets ({th} threads, ratios from this run)", "", "| target | measured | goal | |",
               "|---|---|---|---|"] + [f"| {' | '.join(t)} |" for t in targets]
+    if ceiling is not None:
+        table += ["", f"Ceiling at batch 1: a decode step that streams its float32 weights at the measured read "
+                  f"bandwidth ({bound_ms:.2f} ms) would be {ceiling:.2f}x transformers' {d[('transformers', 1)]['ms_step']:.2f} "
+                  f"ms step; the greedy ratio is lower still, as it includes the encoder and first step."]
+    gem = enc_prof["gflop_s"]
+    table += ["", f"### Profile of the encoder, batch 16 x {SRC_LEN} tokens, {th} threads (best of 5; "
+              f"uninstrumented {enc_prof['total']:.1f} ms, instrumented {enc_prof['instrumented']:.1f} ms)", "",
+              f"FMA peak measured in the same run, {th} threads: "
+              f"{peak[16] or 0:.0f} GFLOP/s with AVX-512, {peak[8] or 0:.0f} with AVX2. All GEMMs together: "
+              f"{gem['all GEMMs']:.0f} GFLOP/s" + (f" ({100 * gem['all GEMMs'] / peak[16]:.0f}% of the AVX-512 peak)."
+                                                 if peak[16] else "."), "",
+              "| part | ms | share | GFLOP/s |", "|---|---|---|---|"]
+    enc_total = sum(enc_prof["ms"].values())
+    table += [f"| {k} | {v:.2f} | {100 * v / enc_total:.1f}% | {gem[k]:.0f} |" if k in gem else
+              f"| {k} | {v:.2f} | {100 * v / enc_total:.1f}% | |" for k, v in enc_prof["ms"].items()]
     for B in BATCHES:
         p = prof[B]
         parts = sum(v for k, v in p.items() if k != "total" and not k.startswith("softmax"))
@@ -272,7 +293,8 @@ def main(argv=None):
     table += open(dates_md).read().splitlines()[2:] if os.path.exists(dates_md) else [dates.stderr[-500:]]
     data = {"machine": machine, "versions": versions, "loadavg_before": uptime_before, "loadavg_after": uptime_after,
             "timing_raw_s": {str(k): v for k, v in timing.items()}, "derived": data_rows, "probes": probes,
-            "bandwidth_gb_s": bw, "step_bytes": step_bytes, "profile_ms": prof, "targets": targets}
+            "bandwidth_gb_s": bw, "step_bytes": step_bytes, "profile_ms": prof, "encoder_profile": enc_prof,
+            "fma_peak_gflop_s": peak, "targets": targets}
     md = os.path.join(args.out, "engines.md")
     written = write_report(md, "pytransformer vs transformers vs CTranslate2 (MarianMT, opus-mt-en-de size)",
                            notes, header, rows, data, panels)

@@ -340,6 +340,12 @@ def serve(name, path, threads):
             elif op == "profile" and name == "pytransformer":
                 from pytransformer.__main__ import profile_decode_step
                 out = {"profile": profile_decode_step(eng.model, req["src"], req["n_new"], reps=req["reps"])}
+            elif op == "profile_encoder" and name == "pytransformer":
+                from pytransformer.__main__ import profile_encoder
+                out = {"profile": profile_encoder(eng.model, req["src"], reps=req["reps"])}
+            elif op == "fma_peak" and name == "pytransformer":
+                from common import fma_peak
+                out = {"gflop_s": fma_peak(req["threads"], lanes=req["lanes"])}
             elif op == "bandwidth" and name == "pytransformer":
                 from common import read_bandwidth
                 out = {"gb_s": read_bandwidth(req["threads"], mib=req["mib"], reps=req["reps"])}
