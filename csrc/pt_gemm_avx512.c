@@ -7,9 +7,6 @@
 #include "pt_gemm_internal.h"
 #include "pt_activation.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* Bitwise equality with pt_gemm_packed_avx2: a 16-wide panel row is one zmm here and two ymm
  * there, but every lane still runs acc = fma(a[i,kk], B[kk,j], acc) from +0 with kk ascending,
@@ -171,25 +168,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
 int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                           int m, int n, int k, int act, int nthreads) {
-    int status = pt_gemm_check_args(a, lda, bp, residual, ldr, c, ldc, m, n, k, act, nthreads);
-    if (status != PT_OK) return status;
-    int npanels = (n + PT_NR - 1) / PT_NR;
-    int team = pt_gemm_team_size(m, n, k, nthreads);
-    if (team == 1) {
-        region_avx512(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
-        return PT_OK;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team)
-    {
-        int r0, r1, p0, p1;
-        pt_gemm_split(m, npanels, PT_GEMM512_MR, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1, &p0, &p1);
-        region_avx512(a, lda, bp, bias, residual, ldr, c, ldc, r0, r1, p0, p1, n, k, act);
-    }
-#else
-    region_avx512(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
-#endif
-    return PT_OK;
+    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, a, lda, bp, bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
 }
 
 #else /* built without AVX-512: keep the symbol so the bindings link, and refuse the path */

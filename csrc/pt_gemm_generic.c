@@ -32,26 +32,48 @@ int pt_gemm_team_size(int m, int n, int k, int nthreads) {
     return nthreads;
 }
 
-/* Static split of the output for thread tid of nth: rows [*r0, *r1) x panels [*p0, *p1).
- * Whole panels go to threads when there are enough of them (decode steps have one row, and
- * each thread then streams its own share of the weights); otherwise rows are split in
- * multiples of row_unit (the micro-kernel height). k is never split, so every output element
- * is produced by exactly one thread with the same arithmetic whatever nth is. */
-void pt_gemm_split(int m, int npanels, int row_unit, int tid, int nth, int *r0, int *r1, int *p0, int *p1) {
-    int row_units = (m + row_unit - 1) / row_unit;
-    if (npanels >= 4 * nth || row_units < 2 * nth) {
-        *r0 = 0;
-        *r1 = m;
-        *p0 = (int)((long long)npanels * tid / nth);
-        *p1 = (int)((long long)npanels * (tid + 1) / nth);
-    } else {
-        int u0 = (int)((long long)row_units * tid / nth);
-        int u1 = (int)((long long)row_units * (tid + 1) / nth);
-        *r0 = u0 * row_unit < m ? u0 * row_unit : m;
-        *r1 = u1 * row_unit < m ? u1 * row_unit : m;
-        *p0 = 0;
-        *p1 = npanels;
+/* Chunks per thread of a parallel GEMM. Threads take chunks as they finish the previous one, so a
+ * thread slowed down by another process (these machines are shared) or by a narrower edge tile
+ * does not hold the whole product back. A chunk is still a large block: the region's cache
+ * blocking works inside it. */
+#define PT_GEMM_CHUNKS_PER_THREAD 2
+
+int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit,
+                  const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                  const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                  int m, int n, int k, int act, int nthreads) {
+    int status = pt_gemm_check_args(a, lda, bp, residual, ldr, c, ldc, m, n, k, act, nthreads);
+    if (status != PT_OK) return status;
+    int npanels = (n + PT_NR - 1) / PT_NR;
+    int team = pt_gemm_team_size(m, n, k, nthreads);
+#ifdef _OPENMP
+    if (team > 1) {
+        /* Whole panels go to chunks when there are enough of them (decode steps have one row, and
+         * each chunk then streams its own share of the weights); otherwise whole row tiles. k is
+         * never split, so every output element is computed by exactly one thread with the same
+         * arithmetic whatever the team size and whichever thread takes its chunk. */
+        int row_units = (m + row_unit - 1) / row_unit;
+        int by_panels = npanels >= 4 * team || row_units < 2 * team;
+        int unit = by_panels ? panel_unit : row_unit;
+        int extent = by_panels ? npanels : m;
+        int units = (extent + unit - 1) / unit;
+        int chunks = units < PT_GEMM_CHUNKS_PER_THREAD * team ? units : PT_GEMM_CHUNKS_PER_THREAD * team;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
+        for (int ch = 0; ch < chunks; ch++) {
+            int lo = (int)((long long)units * ch / chunks) * unit;
+            int hi = (int)((long long)units * (ch + 1) / chunks) * unit;
+            if (hi > extent) hi = extent;
+            if (by_panels)
+                region(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, lo, hi, n, k, act);
+            else
+                region(a, lda, bp, bias, residual, ldr, c, ldc, lo, hi, 0, npanels, n, k, act);
+        }
+        return PT_OK;
     }
+#endif
+    (void)team;
+    region(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
+    return PT_OK;
 }
 
 // ---- packing
@@ -136,24 +158,6 @@ static void region_generic(const float *a, ptrdiff_t lda, const float *bp, const
 int pt_gemm_packed_generic(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                            const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                            int m, int n, int k, int act, int nthreads) {
-    int status = pt_gemm_check_args(a, lda, bp, residual, ldr, c, ldc, m, n, k, act, nthreads);
-    if (status != PT_OK) return status;
-    int npanels = (n + PT_NR - 1) / PT_NR;
-    int team = pt_gemm_team_size(m, n, k, nthreads);
-    if (team == 1) {
-        region_generic(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
-        return PT_OK;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team)
-    {
-        int r0, r1, p0, p1;
-        pt_gemm_split(m, npanels, PT_GEMM_GENERIC_MR, omp_get_thread_num(), omp_get_num_threads(),
-                      &r0, &r1, &p0, &p1);
-        region_generic(a, lda, bp, bias, residual, ldr, c, ldc, r0, r1, p0, p1, n, k, act);
-    }
-#else
-    region_generic(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
-#endif
-    return PT_OK;
+    return pt_gemm_drive(region_generic, PT_GEMM_GENERIC_MR, 1, a, lda, bp, bias, residual, ldr, c, ldc,
+                         m, n, k, act, nthreads);
 }

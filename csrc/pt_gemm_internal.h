@@ -1,4 +1,4 @@
-/* pt_gemm_internal.h - argument checks and the work split shared by every GEMM path (not public API). */
+/* pt_gemm_internal.h - argument checks, work split and the threaded driver shared by every GEMM path (not public API). */
 #ifndef PT_GEMM_INTERNAL_H
 #define PT_GEMM_INTERNAL_H
 
@@ -9,7 +9,18 @@ int pt_gemm_check_args(const float *a, ptrdiff_t lda, const float *bp, const flo
                        const float *c, ptrdiff_t ldc, int m, int n, int k, int act, int nthreads);
 /* Number of threads worth starting for an (m, n, k) product: 1 below the grain size. */
 int pt_gemm_team_size(int m, int n, int k, int nthreads);
-/* Static split of the output for thread tid of nth: rows [*r0, *r1) x panels [*p0, *p1). */
-void pt_gemm_split(int m, int npanels, int row_unit, int tid, int nth, int *r0, int *r1, int *p0, int *p1);
+/* One path's computation of output rows [r0, r1) x panels [p0, p1) on the calling thread. */
+typedef void (*pt_gemm_region_fn)(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                                  const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                                  int r0, int r1, int p0, int p1, int n, int k, int act);
+
+/* The body of every pt_gemm_packed_*: checks the arguments, then runs `region` over the whole
+ * output, on the calling thread below the grain size, else on a team of threads that take chunks
+ * of it dynamically. Chunks are whole row tiles (row_unit rows, the micro-kernel height) or whole
+ * groups of panel_unit panels (the widest decode kernel). */
+int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit,
+                  const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                  const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                  int m, int n, int k, int act, int nthreads);
 
 #endif
