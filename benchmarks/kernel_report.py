@@ -7,24 +7,32 @@ this machine in the same run, and the ratios the targets are stated in.
 """
 import argparse
 import sys
+import time
 
 import numpy as np
 
 import pytransformer
 from pytransformer import _kernels as K
 
-from common import alternate, fma_peak, machine_line, read_bandwidth, torch_or_none
+from common import alternate_timed, fma_peak, machine_line, read_bandwidth, torch_gemm_or_none
 
 
-def pytransformer_paths(run):
-    """One timed entry per ISA path of pytransformer's GEMM, each selecting its path first."""
-    def on(isa):
-        def fn():
+def looped(fn, isa=None):
+    """For alternate_timed: run(inner) -> seconds per call of fn (on ISA path isa, if given)."""
+    def run(inner):
+        if isa is not None:
             K.set_isa(isa)
-            run()
-        return fn
-    return {f"pytransformer {isa}": on(isa) for isa in K.available_isas() if isa != "generic"} or \
-        {"pytransformer generic": on("generic")}
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) / inner
+    return run
+
+
+def pytransformer_paths(fn):
+    """One timed entry per ISA path of pytransformer's GEMM, each selecting its path first."""
+    return {f"pytransformer {isa}": looped(fn, isa) for isa in K.available_isas() if isa != "generic"} or \
+        {"pytransformer generic": looped(fn, "generic")}
 
 
 def main(argv=None):
@@ -41,14 +49,15 @@ def main(argv=None):
         import os
         if os.environ.get("OPENBLAS_NUM_THREADS") not in (None, str(nt)):
             print(f"warning: numpy's BLAS threads not limited to {nt}", file=sys.stderr)
-    torch = torch_or_none(nt)
+    torch = torch_gemm_or_none(nt)
     rng = np.random.default_rng(0)
 
     peak = fma_peak(nt)
+    peak512 = fma_peak(nt, lanes=16)
     bw = read_bandwidth(nt)
     print(f"Machine: {machine_line(nt)}")
-    print(f"Measured FMA peak: {peak:.1f} GFLOP/s; sustained read bandwidth: {bw:.1f} GB/s\n" if peak
-          else f"Sustained read bandwidth: {bw:.1f} GB/s\n")
+    print(f"Measured FMA peak: AVX2 {peak or 0:.1f} GFLOP/s, AVX-512 {peak512 or 0:.1f} GFLOP/s; "
+          f"sustained read bandwidth: {bw:.1f} GB/s; torch timed in a process of its own\n")
 
     rows = []
     # ---- square GEMM: C = A B with B packed once, as a model uses its weights
@@ -60,11 +69,10 @@ def main(argv=None):
     want = a.astype(np.float64) @ b.astype(np.float64)
     assert np.abs(K.gemm(a, bp) - want).max() < 1e-3 * np.abs(want).max()
     fns = {**pytransformer_paths(lambda: K.gemm(a, bp, out=out)),
-           "numpy": lambda: np.matmul(a, b, out=out)}
+           "numpy": looped(lambda: np.matmul(a, b, out=out))}
     if torch is not None:
-        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.empty(1024, 1024)
-        fns["torch"] = lambda: torch.matmul(ta, tb, out=tout)
-    t = alternate(fns, args.reps, min_time=0.05)
+        fns["torch"] = torch.timer(1024, 1024, 1024)
+    t = alternate_timed(fns, args.reps, min_time=0.05)
     flops = 2 * 1024 ** 3
     rows.append(("1024 x 1024 x 1024", {k: flops / v / 1e9 for k, v in t.items()}, None))
 
@@ -77,26 +85,28 @@ def main(argv=None):
         ref = x.astype(np.float64) @ w.T.astype(np.float64)
         assert np.abs(K.gemm(x, wp) - ref).max() < 1e-3 * max(1.0, np.abs(ref).max())
         fns = {**pytransformer_paths(lambda: K.gemm(x, wp, out=y)),
-               "numpy": lambda: np.matmul(x, w.T, out=y)}
+               "numpy": looped(lambda: np.matmul(x, w.T, out=y))}
         if torch is not None:
-            tx, tw, ty = torch.from_numpy(x), torch.from_numpy(w), torch.empty(m, n)
-            fns["torch"] = lambda: torch.matmul(tx, tw.T, out=ty)
-        t = alternate(fns, args.reps, min_time=0.05)
+            fns["torch"] = torch.timer(m, n, k)
+        t = alternate_timed(fns, args.reps, min_time=0.05)
         bound = (n * k * 4) / (bw * 1e9)
         rows.append((f"M={m}, N={n}, K={k}", {kk: 2 * m * n * k / v / 1e9 for kk, v in t.items()},
                      bound / min(t[e] for e in t if e.startswith("pytransformer"))))
 
     K.set_isa(default_isa)
+    if torch is not None:
+        torch.close()
     engines = list(rows[0][1])
     print("| shape | " + " | ".join(f"{e} GFLOP/s" for e in engines)
-          + " | best ours / numpy | of AVX2 FMA peak | of bandwidth bound |")
-    print("|---|" + "---|" * (len(engines) + 3))
+          + " | best ours / numpy | of AVX2 FMA peak | of AVX-512 FMA peak | of bandwidth bound |")
+    print("|---|" + "---|" * (len(engines) + 4))
     for shape, g, bwfrac in rows:
         ours = max(v for e, v in g.items() if e.startswith("pytransformer"))
         cells = " | ".join(f"{g[e]:.1f}" if e in g else "-" for e in engines)
         peak_cell = f"{ours / peak * 100:.0f}%" if peak else "-"
+        peak512_cell = f"{ours / peak512 * 100:.0f}%" if peak512 else "-"
         bw_cell = f"{bwfrac * 100:.0f}%" if bwfrac else "-"
-        print(f"| {shape} | {cells} | {ours / g['numpy']:.2f}x | {peak_cell} | {bw_cell} |")
+        print(f"| {shape} | {cells} | {ours / g['numpy']:.2f}x | {peak_cell} | {peak512_cell} | {bw_cell} |")
 
 if __name__ == "__main__":
     main()
