@@ -226,9 +226,14 @@ class ModelConfig:
                 raise WeightsError(f"must be a JSON object, found {type(d).__name__}")
             # Format and version first: a newer file may legitimately carry keys we do not
             # know, and "upgrade" is the useful message then.
-            for key in ("format", "format_version"):
-                if key not in d:
-                    raise WeightsError(f"missing required config key {key!r}")
+            if "format" not in d:
+                raise WeightsError(
+                    "missing required config key 'format': this config.json is neither a pytransformer "
+                    "config (\"format\": \"pytransformer\") nor a Hugging Face one (which names its "
+                    "\"model_type\")" + (f", though it looks like one (it has {sorted(_HF_HINT_KEYS & set(d))[0]!r})"
+                                         if _HF_HINT_KEYS & set(d) else ""))
+            if "format_version" not in d:
+                raise WeightsError("missing required config key 'format_version'")
             _check_format_keys(d["format"], d["format_version"])
             known = {f.name for f in fields(cls)}
             unknown = sorted(str(k) for k in d if k not in known)
@@ -274,6 +279,9 @@ class ModelConfig:
         """Number of stored weights (sum of the sizes of expected_tensors)."""
         return sum(math.prod(shape) for shape in expected_tensors(self).values())
 
+
+# keys of a Hugging Face config.json: with one of them and no "model_type", the error says so
+_HF_HINT_KEYS = frozenset({"architectures", "transformers_version", "decoder_start_token_id"})
 
 _REQUIRED = ("format", "format_version", "d_model", "num_heads", "encoder_layers",
              "decoder_layers", "ffn_dim", "src_vocab_size", "tgt_vocab_size", "eos_id",

@@ -483,6 +483,19 @@ def test_unsupported_configs_are_named(tmp_path, overrides, words):
         assert w in str(info.value), str(info.value)
 
 
+def test_config_without_model_type_says_what_it_lacks(tmp_path):
+    """A Hugging Face config.json whose model_type was deleted is read as a pytransformer config;
+    the error must say that it is neither, and that it looks like a Hugging Face one."""
+    _write_config(tmp_path)
+    c = json.loads((tmp_path / "config.json").read_text())
+    del c["model_type"]
+    (tmp_path / "config.json").write_text(json.dumps(c))
+    with pytest.raises(pytransformer.WeightsError) as info:
+        pytransformer.load(tmp_path)
+    for w in ("'format'", "model_type", "Hugging Face", "looks like one"):
+        assert w in str(info.value), str(info.value)
+
+
 def test_unknown_tensor_is_named(tmp_path):
     ref = _small_marian()
     ref.save_pretrained(tmp_path)
