@@ -221,6 +221,8 @@ def _reference(model):
 # for the reference at batch 1). torch is imported first, so it loads its own runtime.
 _TORCH_WORKER = """
 import sys, time
+if sys.path and sys.path[0] == "":
+    del sys.path[0]   # python -c puts the working directory first; a source checkout there has no _kernels
 import torch
 import numpy as np
 from pytransformer.__main__ import _load, _inputs, _reference
