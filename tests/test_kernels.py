@@ -133,6 +133,34 @@ def test_packed_matrix_roundtrip(rng):
     np.testing.assert_array_equal(K.embedding(ids, p, 1.0), w[ids])
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (17, 3), (33, 40), (600, 700), (1030, 515)])
+def test_pack_layout_and_threads(rng, shape):
+    """Every panel holds 16 columns of B k-major, zero past the last column, for B given directly,
+    transposed (a Linear weight) or as a strided view, whatever the thread setting. (Packing stays
+    single-threaded on purpose: loading a model must not start the OpenMP pool, or processes
+    forked after loading, as preforking servers do, would run serial.)"""
+    k, n = shape
+    b = f32(rng, k, n)
+    npan = (n + 15) // 16
+    want = np.zeros((npan, k, 16), np.float32)
+    for p in range(npan):
+        cols = b[:, p * 16:(p + 1) * 16]
+        want[p, :, :cols.shape[1]] = cols
+    wide = f32(rng, k, 2 * n)
+    for source, transpose in ((b, False), (np.ascontiguousarray(b.T), True), (b.T, True),
+                              (np.asfortranarray(b), False)):
+        for nt in (1, 2):
+            got = with_threads(nt, K.pack, source, transpose)
+            assert got.shape == (k, n)
+            np.testing.assert_array_equal(got.data.reshape(npan, k, 16), want)
+    strided = wide[:, ::2]
+    want_s = np.zeros((npan, k, 16), np.float32)
+    for p in range(npan):
+        cols = strided[:, p * 16:(p + 1) * 16]
+        want_s[p, :, :cols.shape[1]] = cols
+    np.testing.assert_array_equal(with_threads(2, K.pack, strided).data.reshape(npan, k, 16), want_s)
+
+
 # ---------------------------------------------------------------- activations
 @pytest.mark.parametrize("act", ACTS[1:])
 @pytest.mark.parametrize("n", SIZES)
