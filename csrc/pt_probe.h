@@ -4,10 +4,11 @@
 
 #include "pt_common.h"
 
-/* Sum of n floats read once, split over nthreads in contiguous chunks (a streaming-read probe:
- * time it over a buffer much larger than the last-level cache to get read bandwidth). */
+/* Reads n floats once, split over nthreads in contiguous chunks, and returns a value that depends
+ * on them (a streaming-read probe: time it over a buffer much larger than the last-level cache to
+ * get read bandwidth). */
 double pt_probe_read(const float *buf, size_t n, int nthreads);
-/* Same with AVX2 loads (what the GEMM's streaming path uses); NaN when not compiled in. */
+/* Same with AVX2 loads and software prefetch, as the GEMM streams weights; NaN when not compiled in. */
 double pt_probe_read_avx2(const float *buf, size_t n, int nthreads);
 
 /* Runs iters rounds of PT_PROBE_CHAINS independent 8-lane FMAs on each of nthreads threads (AVX2

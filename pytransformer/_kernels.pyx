@@ -629,7 +629,8 @@ def sinusoidal_positions(int n, int d, int offset=0, str layout="interleaved"):
 
 # ---------------------------------------------------------------- machine probes (benchmarks)
 def probe_read_bandwidth(object buf, int nthreads=0):
-    """Read a contiguous float32 buffer once over nthreads (default: current setting); returns its sum.
+    """Read a contiguous float32 buffer once over nthreads (default: current setting); returns a value
+    that depends on what was read (so the reads cannot be optimised away), not its sum.
     Time it over a buffer far larger than the caches to measure sustained read bandwidth."""
     cdef cnp.ndarray B = _check(buf, "buf", 1)
     if not B.flags.c_contiguous:
