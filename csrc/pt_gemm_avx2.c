@@ -88,23 +88,24 @@ static inline __m256i lane_mask(int nvalid) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(nvalid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Bias, activation, residual and store for one 16-wide tile row. Full and edge panels use the
- * same vector adds (edges only mask the loads and stores), and the activation always runs on
- * all 16 values, so a column's arithmetic does not depend on where the matrix ends. */
-static void epilogue_row(float *vals, const float *bias, const float *res, float *out, int ncols, int act) {
+/* vals[0..16) += bias[0..ncols) in place; lanes past ncols add 0. */
+static void bias_row(float *vals, const float *bias, int ncols) {
     __m256 lo = _mm256_load_ps(vals), hi = _mm256_load_ps(vals + 8);
     if (ncols >= PT_NR) {
-        if (bias != NULL) {
-            lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias));
-            hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8));
-        }
-        if (act != PT_ACT_NONE) {
-            _mm256_store_ps(vals, lo);
-            _mm256_store_ps(vals + 8, hi);
-            pt_activation_inplace_avx2(vals, PT_NR, act);
-            lo = _mm256_load_ps(vals);
-            hi = _mm256_load_ps(vals + 8);
-        }
+        lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias));
+        hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8));
+    } else {
+        lo = _mm256_add_ps(lo, _mm256_maskload_ps(bias, lane_mask(ncols)));
+        hi = _mm256_add_ps(hi, _mm256_maskload_ps(bias + 8, lane_mask(ncols - 8)));
+    }
+    _mm256_store_ps(vals, lo);
+    _mm256_store_ps(vals + 8, hi);
+}
+
+/* out[0..ncols) = vals + res (res may be NULL, and may alias out: it is read before out is written). */
+static void store_row(const float *vals, const float *res, float *out, int ncols) {
+    __m256 lo = _mm256_load_ps(vals), hi = _mm256_load_ps(vals + 8);
+    if (ncols >= PT_NR) {
         if (res != NULL) {
             lo = _mm256_add_ps(lo, _mm256_loadu_ps(res));
             hi = _mm256_add_ps(hi, _mm256_loadu_ps(res + 8));
@@ -114,17 +115,6 @@ static void epilogue_row(float *vals, const float *bias, const float *res, float
         return;
     }
     __m256i mlo = lane_mask(ncols), mhi = lane_mask(ncols - 8);
-    if (bias != NULL) {
-        lo = _mm256_add_ps(lo, _mm256_maskload_ps(bias, mlo));
-        hi = _mm256_add_ps(hi, _mm256_maskload_ps(bias + 8, mhi));
-    }
-    if (act != PT_ACT_NONE) {
-        _mm256_store_ps(vals, lo);
-        _mm256_store_ps(vals + 8, hi);
-        pt_activation_inplace_avx2(vals, PT_NR, act);
-        lo = _mm256_load_ps(vals);
-        hi = _mm256_load_ps(vals + 8);
-    }
     if (res != NULL) {
         lo = _mm256_add_ps(lo, _mm256_maskload_ps(res, mlo));
         hi = _mm256_add_ps(hi, _mm256_maskload_ps(res + 8, mhi));
@@ -133,36 +123,17 @@ static void epilogue_row(float *vals, const float *bias, const float *res, float
     _mm256_maskstore_ps(out + 8, mhi, hi);
 }
 
-/* The bias add of epilogue_row alone, in place (for the activation to run on whole tile rows). */
-static void bias_row(float *vals, const float *bias, int ncols) {
-    if (ncols >= PT_NR) {
-        _mm256_store_ps(vals, _mm256_add_ps(_mm256_load_ps(vals), _mm256_loadu_ps(bias)));
-        _mm256_store_ps(vals + 8, _mm256_add_ps(_mm256_load_ps(vals + 8), _mm256_loadu_ps(bias + 8)));
-        return;
-    }
-    _mm256_store_ps(vals, _mm256_add_ps(_mm256_load_ps(vals), _mm256_maskload_ps(bias, lane_mask(ncols))));
-    _mm256_store_ps(vals + 8, _mm256_add_ps(_mm256_load_ps(vals + 8), _mm256_maskload_ps(bias + 8, lane_mask(ncols - 8))));
-}
-
-/* Epilogue of one row of a tile of np panels. With an activation, the bias is added first and the
- * activation then runs once over the whole row (np x 16 values): many independent vectors in
- * flight instead of two per call, the same operations on every value as epilogue_row's. */
-static void epilogue_tile_row(float *vals, const float *bias, const float *res, float *out, int j0, int np, int n,
-                              int act) {
-    if (act != PT_ACT_NONE) {
-        if (bias != NULL)
-            for (int q = 0; q < np; q++) {
-                int ncols = n - (j0 + q * PT_NR) < PT_NR ? n - (j0 + q * PT_NR) : PT_NR;
-                bias_row(vals + q * PT_NR, bias + j0 + q * PT_NR, ncols);
-            }
-        pt_activation_inplace_avx2(vals, (size_t)np * PT_NR, act);
-        bias = NULL;
-        act = PT_ACT_NONE;
-    }
+void pt_gemm_epilogue_avx2(float *vals, const float *bias, const float *res, float *out, int j0, int np, int n,
+                           int act) {
+    if (bias != NULL)
+        for (int q = 0; q < np; q++) {
+            int jq = j0 + q * PT_NR;
+            bias_row(vals + q * PT_NR, bias + jq, n - jq < PT_NR ? n - jq : PT_NR);
+        }
+    if (act != PT_ACT_NONE) pt_activation_inplace_avx2(vals, (size_t)np * PT_NR, act);
     for (int q = 0; q < np; q++) {
         int jq = j0 + q * PT_NR;
-        epilogue_row(vals + q * PT_NR, bias != NULL ? bias + jq : NULL, res != NULL ? res + jq : NULL, out + jq,
-                     n - jq < PT_NR ? n - jq : PT_NR, act);
+        store_row(vals + q * PT_NR, res != NULL ? res + jq : NULL, out + jq, n - jq < PT_NR ? n - jq : PT_NR);
     }
 }
 
@@ -199,8 +170,9 @@ static void region_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
                 }
                 for (int r = 0; r < rows; r++) {
                     ptrdiff_t row = i + r;
-                    epilogue_tile_row(tile + r * PT_GEMM_TILE_LD, bias, residual != NULL ? residual + row * ldr : NULL,
-                                      c + row * ldc, p * PT_NR, np, n, act);
+                    pt_gemm_epilogue_avx2(tile + r * PT_GEMM_TILE_LD, bias,
+                                          residual != NULL ? residual + row * ldr : NULL, c + row * ldc,
+                                          p * PT_NR, np, n, act);
                 }
                 p += np;
             }

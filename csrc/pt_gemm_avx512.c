@@ -5,14 +5,13 @@
 
 #include <immintrin.h>
 #include "pt_gemm_internal.h"
-#include "pt_activation.h"
 
 
 /* Bitwise equality with pt_gemm_packed_avx2: a 16-wide panel row is one zmm here and two ymm
  * there, but every lane still runs acc = fma(a[i,kk], B[kk,j], acc) from +0 with kk ascending,
- * and a lane's FMA rounds the same at either width. The epilogue adds bias and residual with
- * the same single-precision adds and runs the activation through the very same AVX2 routine on
- * the same 16 values, so the results match to the bit. k is never blocked (see region_avx512). */
+ * and a lane's FMA rounds the same at either width. The epilogue (bias, activation, residual,
+ * store) is the AVX2 path's own, pt_gemm_epilogue_avx2, so the results match to the bit. k is
+ * never blocked (see region_avx512). */
 
 // ---- block sizes
 
@@ -103,53 +102,6 @@ static const int kernel_panels[PT_GEMM512_MR + 1][PT_GEMM512_WIDTHS] = {
     {0}, {8, 4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {3, 2, 1}, {3, 2, 1},
 };
 
-// ---- epilogue
-
-/* Bias, activation, residual and store for one 16-wide tile row: the same float operations as
- * the AVX2 epilogue (bias add, pt_activation_inplace_avx2 on all 16 values, residual add).
- * Edge panels only mask the loads (masked-off lanes read as 0, as AVX2's maskload) and the store.
- * The residual row is read before c is written, so residual may alias c. */
-static inline void epilogue_row(float *vals, const float *bias, const float *res, float *out, int ncols, int act) {
-    __mmask16 mask = ncols >= PT_NR ? (__mmask16)0xFFFF : (__mmask16)((1u << ncols) - 1u);
-    __m512 v = _mm512_load_ps(vals);
-    if (bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias));
-    if (act != PT_ACT_NONE) {
-        _mm512_store_ps(vals, v);
-        pt_activation_inplace_avx2(vals, PT_NR, act);
-        v = _mm512_load_ps(vals);
-    }
-    if (res != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res));
-    _mm512_mask_storeu_ps(out, mask, v);
-}
-
-/* The bias add of epilogue_row alone, in place (for the activation to run on whole tile rows). */
-static inline void bias_row(float *vals, const float *bias, int ncols) {
-    __mmask16 mask = ncols >= PT_NR ? (__mmask16)0xFFFF : (__mmask16)((1u << ncols) - 1u);
-    _mm512_store_ps(vals, _mm512_add_ps(_mm512_load_ps(vals), _mm512_maskz_loadu_ps(mask, bias)));
-}
-
-/* Epilogue of one row of a tile of np panels. With an activation, the bias is added first and the
- * activation then runs once over the whole row (np x 16 values): many independent vectors in
- * flight instead of two per call, the same operations on every value as epilogue_row's. */
-static void epilogue_tile_row(float *vals, const float *bias, const float *res, float *out, int j0, int np, int n,
-                              int act) {
-    if (act != PT_ACT_NONE) {
-        if (bias != NULL)
-            for (int q = 0; q < np; q++) {
-                int ncols = n - (j0 + q * PT_NR) < PT_NR ? n - (j0 + q * PT_NR) : PT_NR;
-                bias_row(vals + q * PT_NR, bias + j0 + q * PT_NR, ncols);
-            }
-        pt_activation_inplace_avx2(vals, (size_t)np * PT_NR, act);
-        bias = NULL;
-        act = PT_ACT_NONE;
-    }
-    for (int q = 0; q < np; q++) {
-        int jq = j0 + q * PT_NR;
-        epilogue_row(vals + q * PT_NR, bias != NULL ? bias + jq : NULL, res != NULL ? res + jq : NULL, out + jq,
-                     n - jq < PT_NR ? n - jq : PT_NR, act);
-    }
-}
-
 // ---- driver
 
 /* Rows [r0, r1) x panels [p0, p1) of the output, on one thread.
@@ -179,8 +131,9 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
                 kernels[rows][w](arow, lda, bp + (size_t)p * pstride, pstride, k, tile);
                 for (int r = 0; r < rows; r++) {
                     ptrdiff_t row = i + r;
-                    epilogue_tile_row(tile + r * PT_GEMM512_TILE_LD, bias, residual != NULL ? residual + row * ldr : NULL,
-                                      c + row * ldc, p * PT_NR, np, n, act);
+                    pt_gemm_epilogue_avx2(tile + r * PT_GEMM512_TILE_LD, bias,
+                                          residual != NULL ? residual + row * ldr : NULL, c + row * ldc,
+                                          p * PT_NR, np, n, act);
                 }
                 p += np;
             }

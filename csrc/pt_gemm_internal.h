@@ -23,4 +23,12 @@ int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit,
                   const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                   int m, int n, int k, int act, int nthreads);
 
+/* The epilogue of one row of a GEMM tile, shared by the AVX2 and AVX-512 paths (defined in
+ * pt_gemm_avx2.c): vals holds np panels x 16 accumulated values for output columns j0...; adds
+ * the bias, runs the activation over the whole row (many independent vectors in flight), adds
+ * the residual and stores the columns below n. res is read before out is written, so it may
+ * alias out. Every value gets the same operations wherever its column is. */
+void pt_gemm_epilogue_avx2(float *vals, const float *bias, const float *res, float *out, int j0, int np, int n,
+                           int act);
+
 #endif
