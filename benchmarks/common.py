@@ -36,17 +36,20 @@ def machine_line(threads):
 SETTLE_SECONDS = 0.2
 
 
+def looped(fn):
+    """fn as alternate_timed wants it: run(n) calls fn n times and returns the seconds per call."""
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n
+    return run
+
+
 def alternate(fns, reps, min_time=0.0):
     """Time each callable in fns (dict name -> fn) `reps` times, interleaved; returns name -> median seconds.
 
     Each sample repeats the call until it lasts at least min_time, to get above timer noise."""
-    def looped(fn):
-        def run(n):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            return (time.perf_counter() - t0) / n
-        return run
     return alternate_timed({name: looped(fn) for name, fn in fns.items()}, reps, min_time)
 
 
@@ -118,33 +121,21 @@ for line in sys.stdin:
 
 
 class TorchGemm:
-    """torch.matmul timed in a child process of its own. The PyTorch wheel bundles a libgomp.so.1
-    under the system's soname, so in this process PyTorch would run on pytransformer's OpenMP
-    runtime, with its sleeping workers (which cost PyTorch most on the small decode shapes)."""
+    """torch.matmul timed in a child process of its own (pytransformer.__main__.LineProcess says why)."""
 
     def __init__(self, threads):
-        import subprocess
         import sys
-        self.proc = subprocess.Popen([sys.executable, "-c", _TORCH_GEMM_WORKER, str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        # wait until torch is imported, so that its start-up does not run beside the first timings
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the torch timing process failed to start (code {self.proc.wait()})")
+        from pytransformer.__main__ import LineProcess
+        # started and torch imported before the first timing, so its start-up does not run beside it
+        self.child = LineProcess([sys.executable, "-c", _TORCH_GEMM_WORKER, str(threads)],
+                                 "the torch timing process", ready="ready")
 
     def timer(self, m, n, k):
         """For alternate_timed: run(inner) -> seconds per x (m, k) @ w.T (k, n) product."""
-        def run(inner):
-            self.proc.stdin.write(f"{m} {n} {k} {inner}\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the torch timing process exited (code {self.proc.wait()})")
-            return float(line)
-        return run
+        return lambda inner: float(self.child.ask(f"{m} {n} {k} {inner}"))
 
     def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.child.close()
 
 
 def torch_gemm_or_none(threads):

@@ -234,19 +234,15 @@ class RemoteEngine:
         self.proc = None
 
     def load(self):
-        import subprocess
         import sys
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", self.name, self.path,
-                                      str(self.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     bufsize=1)
-        self.info = self._read()        # {"version": ...} once the engine has loaded
+        from pytransformer.__main__ import LineProcess
+        self.proc = LineProcess([sys.executable, os.path.abspath(__file__), "--serve", self.name, self.path,
+                                 str(self.threads)], f"the {self.name} worker")
+        self.info = self._reply(self.proc.read())      # {"version": ...} once the engine has loaded
         return self
 
-    def _read(self):
+    def _reply(self, line):
         import json
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} worker exited (code {self.proc.wait()}); see its stderr above")
         reply = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"{self.name} worker: {reply['error']}")
@@ -254,9 +250,7 @@ class RemoteEngine:
 
     def call(self, op, **args):
         import json
-        self.proc.stdin.write(json.dumps(dict(args, op=op)) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
+        return self._reply(self.proc.ask(json.dumps(dict(args, op=op))))
 
     def set_threads(self, n):
         self.threads = n
@@ -274,9 +268,9 @@ class RemoteEngine:
         return self.call("time", work=work, src=_plain(src_ids), n_new=n_new, inner=inner)["seconds"]
 
     def close(self):
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.proc.proc.poll() is None:
             self.call("quit")
-            self.proc.wait(timeout=60)
+            self.proc.close()
         self.proc = None
 
 

@@ -7,32 +7,24 @@ this machine in the same run, and the ratios the targets are stated in.
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 
 import pytransformer
 from pytransformer import _kernels as K
 
-from common import alternate_timed, fma_peak, machine_line, read_bandwidth, torch_gemm_or_none
-
-
-def looped(fn, isa=None):
-    """For alternate_timed: run(inner) -> seconds per call of fn (on ISA path isa, if given)."""
-    def run(inner):
-        if isa is not None:
-            K.set_isa(isa)
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t0) / inner
-    return run
+from common import alternate_timed, fma_peak, looped, machine_line, read_bandwidth, torch_gemm_or_none
 
 
 def pytransformer_paths(fn):
     """One timed entry per ISA path of pytransformer's GEMM, each selecting its path first."""
-    return {f"pytransformer {isa}": looped(fn, isa) for isa in K.available_isas() if isa != "generic"} or \
-        {"pytransformer generic": looped(fn, "generic")}
+    def on(isa):
+        def run(inner):
+            K.set_isa(isa)
+            return looped(fn)(inner)
+        return run
+    return {f"pytransformer {isa}": on(isa) for isa in K.available_isas() if isa != "generic"} or \
+        {"pytransformer generic": on("generic")}
 
 
 def main(argv=None):

@@ -244,27 +244,42 @@ for line in sys.stdin:
 """
 
 
-class _TorchTimer:
-    """Times the PyTorch reference's greedy decoding in a child process (see _TORCH_WORKER)."""
+class LineProcess:
+    """A child process spoken to one line at a time over its stdin and stdout. Benchmarks run
+    PyTorch (and other engines) in processes of their own through it: the PyTorch wheel bundles a
+    libgomp.so.1 under the system's soname, so in one process PyTorch and pytransformer would share
+    one OpenMP runtime and its wait policy. `ready`: a first line the child prints once started."""
 
-    def __init__(self, path, threads, n, seed, steps):
+    def __init__(self, argv, what, ready=None):
         import subprocess
-        self.proc = subprocess.Popen([sys.executable, "-c", _TORCH_WORKER, path, str(threads), str(n), str(seed),
-                                      str(steps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the PyTorch reference process failed to start (exit code {self.proc.wait()})")
+        self.what = what
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if ready is not None and self.read() != ready:
+            raise RuntimeError(f"{what} failed to start")
 
-    def __call__(self, batch_size):
-        self.proc.stdin.write(f"{batch_size}\n")
-        self.proc.stdin.flush()
+    def read(self):
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the PyTorch reference process exited (code {self.proc.wait()})")
-        return float(line)
+            raise RuntimeError(f"{self.what} exited (code {self.proc.wait()}); see its messages above")
+        return line.rstrip("\n")
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.read()
 
     def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def _torch_timer(path, threads, n, seed, steps):
+    """The PyTorch reference's greedy decoding timed in a child process (see _TORCH_WORKER):
+    returns (time(batch_size) -> seconds, the LineProcess to close)."""
+    child = LineProcess([sys.executable, "-c", _TORCH_WORKER, path, str(threads), str(n), str(seed), str(steps)],
+                        "the PyTorch reference process", ready="ready")
+    return (lambda batch_size: float(child.ask(str(batch_size)))), child
 
 
 def _cmd_verify(args):
@@ -395,6 +410,49 @@ def write_report(md_path, title, notes, header, rows, data, panels=None):
     return written
 
 
+class _KernelTimer:
+    """Times every kernel call of pytransformer.model while active (`with timer:` swaps the
+    model module's kernel module for a timing stand-in): acc[category] += seconds per call, with
+    GEMMs filed under gemm_category(packed weight) and their multiply-adds counted in flops."""
+
+    def __init__(self, gemm_category):
+        from . import _kernels as K
+        self.K, self.acc, self.flops = K, {}, {}
+        clock = time.perf_counter
+
+        def timed(fn, cat_of):
+            def wrapper(*a, **kw):
+                t0 = clock()
+                r = fn(*a, **kw)
+                cat = cat_of(a)
+                self.acc[cat] = self.acc.get(cat, 0.0) + clock() - t0
+                if fn is K.gemm:
+                    self.flops[cat] = self.flops.get(cat, 0) + 2 * a[0].shape[0] * a[1].n * a[1].k
+                return r
+            return wrapper
+
+        class Timed:     # stands in for the kernel module inside pytransformer.model
+            def __getattr__(self, name):
+                return getattr(K, name)
+        self.proxy = Timed()
+        self.proxy.gemm = timed(K.gemm, lambda a: gemm_category(a[1]))
+        for name, cat in (("attention", "attention"), ("norm", "norms"), ("embedding", "embedding"),
+                          ("bias_activation", "activation")):
+            setattr(self.proxy, name, timed(getattr(K, name), lambda a, cat=cat: cat))
+
+    def __enter__(self):
+        from . import model as model_mod
+        self.acc.clear()
+        self.flops.clear()
+        model_mod.K = self.proxy
+        return self
+
+    def __exit__(self, *exc):
+        from . import model as model_mod
+        model_mod.K = self.K
+        return False
+
+
 def profile_decode_step(model, src, steps, reps=3):
     """Where the time of one greedy decode step goes, in ms per step (over reps runs of
     `steps` steps, best of reps): each kernel call is timed by wrapping pytransformer.model's kernel module;
@@ -403,32 +461,13 @@ def profile_decode_step(model, src, steps, reps=3):
     kernel; its share is estimated by timing softmax_rows on score rows of the same shapes."""
     import numpy as np
     from . import _kernels as K
-    from . import model as model_mod
     out_packed = model.output.packed
     cats = ["GEMM (layers)", "output projection", "attention", "norms", "embedding", "activation",
             "argmax"]
-    acc = dict.fromkeys(cats, 0.0)
+    timer = _KernelTimer(lambda packed: "output projection" if packed is out_packed else "GEMM (layers)")
     clock = time.perf_counter
 
-    def timed(fn, cat_of):
-        def wrapper(*a, **kw):
-            t0 = clock()
-            r = fn(*a, **kw)
-            acc[cat_of(a)] += clock() - t0
-            return r
-        return wrapper
-
-    class Timed:     # stands in for the kernel module inside pytransformer.model
-        def __getattr__(self, name):
-            return getattr(K, name)
-    proxy = Timed()
-    proxy.gemm = timed(K.gemm, lambda a: "output projection" if a[1] is out_packed else "GEMM (layers)")
-    proxy.attention = timed(K.attention, lambda a: "attention")
-    proxy.norm = timed(K.norm, lambda a: "norms")
-    proxy.embedding = timed(K.embedding, lambda a: "embedding")
-    proxy.bias_activation = timed(K.bias_activation, lambda a: "activation")
-
-    def run(instrumented):
+    def run(acc=None):
         state = model.start_decoding(src, steps)
         tokens = np.full(state.batch, model.config.decoder_start_id, dtype=np.int32)
         t0 = clock()
@@ -436,24 +475,19 @@ def profile_decode_step(model, src, steps, reps=3):
             logits = model.decode_step(state, tokens)
             t1 = clock()
             tokens = logits.argmax(axis=1).astype(np.int32)
-            if instrumented:
-                acc["argmax"] += clock() - t1
+            if acc is not None:
+                acc["argmax"] = acc.get("argmax", 0.0) + clock() - t1
         return (clock() - t0) / steps
 
-    run(False)                                    # warm-up
+    run()                                         # warm-up
     totals, per_cat = [], {c: [] for c in cats + ["Python/other"]}
     for _ in range(reps):
-        totals.append(run(False))
+        totals.append(run())
+        with timer:
+            instrumented = run(timer.acc)
         for c in cats:
-            acc[c] = 0.0
-        model_mod.K = proxy
-        try:
-            instrumented = run(True)
-        finally:
-            model_mod.K = K
-        for c in cats:
-            per_cat[c].append(acc[c] / steps)
-        per_cat["Python/other"].append(max(0.0, instrumented - sum(acc.values()) / steps))
+            per_cat[c].append(timer.acc.get(c, 0.0) / steps)
+        per_cat["Python/other"].append(max(0.0, instrumented - sum(timer.acc.values()) / steps))
     # best of reps: on a shared machine interference only ever adds time
     result = {c: min(v) * 1e3 for c, v in per_cat.items()}
     total = min(totals) * 1e3
@@ -479,62 +513,27 @@ def profile_encoder(model, src, reps=5):
     """Where the encoder's time goes for one batch of sources, in ms (best of reps): each kernel call
     timed as in profile_decode_step, the GEMMs split by the layer weight they use, with the GFLOP/s
     each reached; "total" is an uninstrumented run."""
-    import numpy as np
-    from . import _kernels as K
-    from . import model as model_mod
     names = {}
     for layer in model.encoder_layers:
         names[id(layer.attn.qkv.packed)] = "GEMM q/k/v"
         names[id(layer.attn.out.packed)] = "GEMM attention out (+ residual)"
         names[id(layer.ffn.fc1.packed)] = "GEMM FFN in (+ activation)"
         names[id(layer.ffn.fc2.packed)] = "GEMM FFN out (+ residual)"
-    acc, flops = {}, {}
-    clock = time.perf_counter
-
-    def gemm(a, packed, *rest, **kw):
-        t0 = clock()
-        r = K.gemm(a, packed, *rest, **kw)
-        cat = names.get(id(packed), "GEMM (other)")
-        acc[cat] = acc.get(cat, 0.0) + clock() - t0
-        flops[cat] = flops.get(cat, 0) + 2 * a.shape[0] * packed.n * packed.k
-        return r
-
-    def timed(fn, cat):
-        def wrapper(*a, **kw):
-            t0 = clock()
-            r = fn(*a, **kw)
-            acc[cat] = acc.get(cat, 0.0) + clock() - t0
-            return r
-        return wrapper
-
-    class Timed:     # stands in for the kernel module inside pytransformer.model
-        def __getattr__(self, name):
-            return getattr(K, name)
-    proxy = Timed()
-    proxy.gemm = gemm
-    proxy.attention = timed(K.attention, "attention")
-    proxy.norm = timed(K.norm, "norms")
-    proxy.embedding = timed(K.embedding, "embedding")
-    proxy.bias_activation = timed(K.bias_activation, "activation")
+    timer = _KernelTimer(lambda packed: names.get(id(packed), "GEMM (other)"))
     ids, lens = model.prepare_source(src)
 
     def run():
-        t0 = clock()
+        t0 = time.perf_counter()
         model._encode_ids(ids, lens)
-        return clock() - t0
+        return time.perf_counter() - t0
     run()                                         # warm-up
     totals, best, best_instr = [], None, None
     for _ in range(reps):
         totals.append(run())
-        acc.clear()
-        flops.clear()
-        model_mod.K = proxy
-        try:
+        with timer:
             t = run()
-        finally:
-            model_mod.K = K
         if best_instr is None or t < best_instr:
-            best_instr, best = t, (dict(acc), dict(flops))
+            best_instr, best = t, (dict(timer.acc), dict(timer.flops))
     acc, flops = best
     result = {c: v * 1e3 for c, v in sorted(acc.items(), key=lambda kv: -kv[1])}
     result["Python/other"] = max(0.0, best_instr - sum(acc.values())) * 1e3
@@ -580,7 +579,7 @@ def _cmd_bench(args):
             have_torch = False
         if not have_torch:
             raise UsageError("--vs torch needs PyTorch: pip install 'pytransformer[torch]'")
-        ref = _TorchTimer(model.path, threads, max(sizes), args.seed, steps)
+        ref, ref_child = _torch_timer(model.path, threads, max(sizes), args.seed, steps)
     info = pytransformer.cpu_info()
     print(f"greedy decoding of {steps} tokens per sequence (EOS suppressed), {threads} threads, "
           f"isa {info['isa']}, median of {args.repeats}")
@@ -616,7 +615,7 @@ def _cmd_bench(args):
         results.append(row)
         print(line)
     if ref is not None:
-        ref.close()
+        ref_child.close()
         print("(torch: pytransformer.torch_reference, torch.nn layers, re-running the decoder on the "
               "whole prefix at each step, in a process of its own)")
     if args.report:
