@@ -111,27 +111,16 @@ def _tiny_builder(load):
     return fuzz_models.Builder("test", native.build, load, native.check)
 
 
-def test_fuzzer_reports_wrong_exception_type(tmp_path):
+@pytest.mark.parametrize("error, reported", [(TypeError("boom"), "TypeError: boom"),
+                                             (WeightsError("something is wrong"), "does not name a file")])
+def test_fuzzer_reports_wrong_exception_or_vague_message(tmp_path, error, reported):
     def load(path):
-        raise TypeError("boom")
+        raise error
     builder = _tiny_builder(load)
     pristine = fuzz_models.make_pristine(builder, str(tmp_path), 1, 0)
     tracemalloc.start()
     try:
-        with pytest.raises(fuzz_models.CaseFailure, match="TypeError: boom"):
-            fuzz_models.run_case(builder, pristine, 0, 0, str(tmp_path))
-    finally:
-        tracemalloc.stop()
-
-
-def test_fuzzer_reports_vague_messages(tmp_path):
-    def load(path):
-        raise WeightsError("something is wrong")
-    builder = _tiny_builder(load)
-    pristine = fuzz_models.make_pristine(builder, str(tmp_path), 1, 0)
-    tracemalloc.start()
-    try:
-        with pytest.raises(fuzz_models.CaseFailure, match="does not name a file"):
+        with pytest.raises(fuzz_models.CaseFailure, match=reported):
             fuzz_models.run_case(builder, pristine, 0, 0, str(tmp_path))
     finally:
         tracemalloc.stop()
