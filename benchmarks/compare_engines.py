@@ -142,9 +142,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.probe:
         return probe(args.probe, args.model, int(args.threads))
-    import numpy as np  # noqa: F401
     import engines
-    import pytransformer
     from common import machine_line
     from pytransformer.__main__ import write_report
 
@@ -185,7 +183,7 @@ def main(argv=None):
 
     cfg = json.load(open(os.path.join(hf_dir, "config.json")))
     step_bytes = decode_step_bytes(cfg)
-    lines, rows, data_rows = [], [], []
+    rows, data_rows = [], []
     header = ["threads", "engine", "batch", "greedy tok/s", "ms/step", "first token ms", "encoder ms",
               "tok/s vs pytransformer"]
     panels = []

@@ -17,7 +17,7 @@ import pytransformer
 from pytransformer import _kernels as K
 
 from common import machine_line
-from models import OPUS_MT_EN_DE, build
+from models import build
 
 
 def gemms_of_one_step(model, batch):

@@ -565,6 +565,19 @@ def _tensor_names(header: dict) -> List[str]:
     return [k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
 
 
+def _pick_tensor(rng, files, name, dtypes=None):
+    """(header, body, tensor) with a random tensor of safetensors file `name` (of one of `dtypes`,
+    if given), or None when the file does not parse or holds no such tensor."""
+    split = _st_split(files[name])
+    if split is None:
+        return None
+    header, body = split
+    names = [n for n in _tensor_names(header) if dtypes is None or header[n].get("dtype") in dtypes]
+    if not names:
+        return None
+    return header, body, rng.choice(names)
+
+
 # ---- byte-level mutators (any file) --------------------------------------------------------
 
 def mut_flip_bits(rng, files, name):
@@ -697,14 +710,10 @@ def _entry_value(rng, field, entry, header, body_len):
 
 
 def mut_entry_field(rng, files, name):
-    split = _st_split(files[name])
-    if split is None:
+    picked = _pick_tensor(rng, files, name)
+    if picked is None:
         return None
-    header, body = split
-    names = _tensor_names(header)
-    if not names:
-        return None
-    tensor = rng.choice(names)
+    header, body, tensor = picked
     field = rng.choice(("dtype", "shape", "data_offsets"))
     entry = dict(header[tensor])
     new = _entry_value(rng, field, entry, header, len(body))
@@ -724,14 +733,10 @@ def mut_entry_field(rng, files, name):
 
 def mut_entry_set(rng, files, name):
     """Delete, rename, duplicate or replace whole header entries; break the metadata."""
-    split = _st_split(files[name])
-    if split is None:
+    picked = _pick_tensor(rng, files, name)
+    if picked is None:
         return None
-    header, body = split
-    names = _tensor_names(header)
-    if not names:
-        return None
-    tensor = rng.choice(names)
+    header, body, tensor = picked
     op = rng.choice(("delete", "rename", "duplicate", "not_object", "metadata", "empty",
                      "raw_duplicate_key"))
     if op == "delete":
@@ -757,7 +762,7 @@ def mut_entry_set(rng, files, name):
     else:
         # JSON with the same key twice: readers that keep the last value would see another tensor
         raw = json.dumps(header, separators=(",", ":"))
-        dup = json.dumps({tensor: header[rng.choice(names)]}, separators=(",", ":"))[1:-1]
+        dup = json.dumps({tensor: header[rng.choice(_tensor_names(header))]}, separators=(",", ":"))[1:-1]
         raw = raw[:-1] + "," + dup + "}"
         raw_b = raw.encode() + b" " * (-len(raw) % 8)
         files[name] = len(raw_b).to_bytes(8, "little") + raw_b + body
@@ -769,14 +774,10 @@ def mut_entry_set(rng, files, name):
 def mut_reencode(rng, files, name):
     """Store one tensor consistently in another dtype (F16/BF16 load; others are refused), or
     move it to an unaligned offset (the loader must copy it)."""
-    split = _st_split(files[name])
-    if split is None:
+    picked = _pick_tensor(rng, files, name, _NP_DTYPE)
+    if picked is None:
         return None
-    header, body = split
-    names = [n for n in _tensor_names(header) if header[n].get("dtype") in _NP_DTYPE]
-    if not names:
-        return None
-    tensor = rng.choice(names)
+    header, body, tensor = picked
     entry = header[tensor]
     try:
         begin, end = entry["data_offsets"]
@@ -810,14 +811,10 @@ def mut_reencode(rng, files, name):
 
 def mut_data_values(rng, files, name):
     """Overwrite weights with extreme but well-formed values: NaN, inf, huge, denormal."""
-    split = _st_split(files[name])
-    if split is None:
+    picked = _pick_tensor(rng, files, name, ("F32",))
+    if picked is None:
         return None
-    header, body = split
-    names = [n for n in _tensor_names(header) if header[n].get("dtype") == "F32"]
-    if not names:
-        return None
-    tensor = rng.choice(names)
+    header, body, tensor = picked
     try:
         begin, end = header[tensor]["data_offsets"]
         assert 0 <= begin <= end <= len(body)
