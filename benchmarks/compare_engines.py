@@ -122,12 +122,14 @@ def derive(t, names):
     return out
 
 
-def decode_step_bytes(cfg):
-    """Bytes a batch-1 decode step must stream: decoder weights (self q/k/v/out, cross q/out, FFN),
-    the output projection and, per layer, the cross-attention K/V of a 32-token source."""
+def decode_step_bytes(cfg, projection_bytes=4):
+    """Bytes a batch-1 decode step must stream: decoder weights (self q/k/v/out, cross q/out, FFN)
+    and, per layer, the cross-attention K/V of a 32-token source in float32, and the output
+    projection at projection_bytes per weight (4: float32; 2: pytransformer's bfloat16 screen,
+    whose exact rescoring of a few 16-column panels adds a negligible 32 KiB each)."""
     d, f, V, L = cfg["d_model"], cfg["decoder_ffn_dim"], cfg["vocab_size"], cfg["decoder_layers"]
     per_layer = 4 * d * d + 2 * d * d + 2 * d * f + 2 * SRC_LEN * d
-    return 4 * (L * per_layer + V * d)
+    return 4 * L * per_layer + projection_bytes * V * d
 
 
 # ---------------------------------------------------------------------------- report
@@ -182,7 +184,8 @@ def main(argv=None):
     uptime_after = os.getloadavg()
 
     cfg = json.load(open(os.path.join(hf_dir, "config.json")))
-    step_bytes = decode_step_bytes(cfg)
+    step_bytes = decode_step_bytes(cfg)                            # what a float32 engine streams
+    screened_bytes = decode_step_bytes(cfg, projection_bytes=2)    # what pytransformer streams
     rows, data_rows = [], []
     header = ["threads", "engine", "batch", "greedy tok/s", "ms/step", "first token ms", "encoder ms",
               "tok/s vs pytransformer"]
@@ -227,9 +230,10 @@ def main(argv=None):
         if "ctranslate2" in names and ratio(B, "ctranslate2"):
             target(f"greedy batch {B}: tok/s vs CTranslate2 float32", ratio(B, "ctranslate2"), goal_ct)
     bound_ms = step_bytes / (bw[th] * 1e9) * 1e3
+    own_bound_ms = screened_bytes / (bw[th] * 1e9) * 1e3
     step_ms = d[("pytransformer", 1)]["ms_step"]
-    target(f"batch-1 step / bandwidth bound ({step_bytes / 1e6:.0f} MB at {bw[th]:.1f} GB/s = {bound_ms:.2f} ms)",
-           step_ms / bound_ms, 1.35, higher=False)
+    target(f"batch-1 step / bandwidth bound of the bytes it streams ({screened_bytes / 1e6:.0f} MB at "
+           f"{bw[th]:.1f} GB/s = {own_bound_ms:.2f} ms)", step_ms / own_bound_ms, 1.35, higher=False)
     ceiling = None
     if ("transformers", 1) in d:
         # no float32 engine can step faster than the bound: the best ratio its decode steps allow
@@ -265,9 +269,14 @@ def main(argv=None):
     table += ["", f"### Targets ({th} threads, ratios from this run)", "", "| target | measured | goal | |",
               "|---|---|---|---|"] + [f"| {' | '.join(t)} |" for t in targets]
     if ceiling is not None:
-        table += ["", f"Ceiling at batch 1: a decode step that streams its float32 weights at the measured read "
-                  f"bandwidth ({bound_ms:.2f} ms) would be {ceiling:.2f}x transformers' {d[('transformers', 1)]['ms_step']:.2f} "
-                  f"ms step; the greedy ratio is lower still, as it includes the encoder and first step."]
+        table += ["", f"Ceiling at batch 1: a decode step that streams all its weights in float32 "
+                  f"({step_bytes / 1e6:.0f} MB) at the measured read bandwidth ({bound_ms:.2f} ms) would be "
+                  f"{ceiling:.2f}x transformers' {d[('transformers', 1)]['ms_step']:.2f} ms step. pytransformer's "
+                  f"greedy steps read the output projection as bfloat16 ({screened_bytes / 1e6:.0f} MB in all, "
+                  f"{own_bound_ms:.2f} ms at that bandwidth, {d[('transformers', 1)]['ms_step'] / own_bound_ms:.2f}x) "
+                  f"and recompute the few columns that could be the argmax in float32, so the tokens are those of "
+                  f"the float32 model. The greedy ratio is lower than the step ratio: it includes the encoder "
+                  f"and first step."]
     gem = enc_prof["gflop_s"]
     table += ["", f"### Profile of the encoder, batch 16 x {SRC_LEN} tokens, {th} threads (best of 5; "
               f"uninstrumented {enc_prof['total']:.1f} ms, instrumented {enc_prof['instrumented']:.1f} ms)", "",
@@ -291,7 +300,7 @@ def main(argv=None):
     table += open(dates_md).read().splitlines()[2:] if os.path.exists(dates_md) else [dates.stderr[-500:]]
     data = {"machine": machine, "versions": versions, "loadavg_before": uptime_before, "loadavg_after": uptime_after,
             "timing_raw_s": {str(k): v for k, v in timing.items()}, "derived": data_rows, "probes": probes,
-            "bandwidth_gb_s": bw, "step_bytes": step_bytes, "profile_ms": prof, "encoder_profile": enc_prof,
+            "bandwidth_gb_s": bw, "step_bytes": step_bytes, "screened_step_bytes": screened_bytes, "profile_ms": prof, "encoder_profile": enc_prof,
             "fma_peak_gflop_s": peak, "targets": targets}
     md = os.path.join(args.out, "engines.md")
     written = write_report(md, "pytransformer vs transformers vs CTranslate2 (MarianMT, opus-mt-en-de size)",

@@ -462,21 +462,32 @@ def profile_decode_step(model, src, steps, reps=3):
     import numpy as np
     from . import _kernels as K
     out_packed = model.output.packed
-    cats = ["GEMM (layers)", "output projection", "attention", "norms", "embedding", "activation",
-            "argmax"]
+    screened = "output projection (bf16 screen)"
+    cats = ["GEMM (layers)", "output projection", screened, "attention", "norms", "embedding",
+            "activation", "argmax"]
     timer = _KernelTimer(lambda packed: "output projection" if packed is out_packed else "GEMM (layers)")
     clock = time.perf_counter
+    screen = model.output_screen
 
     def run(acc=None):
+        # the steps of decoding.greedy: the screen when it decides, else full logits and argmax
         state = model.start_decoding(src, steps)
         tokens = np.full(state.batch, model.config.decoder_start_id, dtype=np.int32)
         t0 = clock()
         for _ in range(steps):
-            logits = model.decode_step(state, tokens)
+            h = model.decode_hidden(state, tokens)
             t1 = clock()
-            tokens = logits.argmax(axis=1).astype(np.int32)
+            nxt = None if screen is None else screen.argmax(h)
+            if nxt is None:
+                logits = model.output(h, out=state.logits)
+                t1 = clock()
+                nxt = logits.argmax(axis=1)
+                cat = "argmax"
+            else:
+                cat = screened
             if acc is not None:
-                acc["argmax"] = acc.get("argmax", 0.0) + clock() - t1
+                acc[cat] = acc.get(cat, 0.0) + clock() - t1
+            tokens = nxt.astype(np.int32)
         return (clock() - t0) / steps
 
     run()                                         # warm-up

@@ -42,6 +42,15 @@ cdef extern from "pt_gemm.h" nogil:
                               const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
                               int m, int n, int k, int act, int nthreads)
 
+cdef extern from "pt_screen.h" nogil:
+    int pt_pack_bf16(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
+    int pt_gemm_bf16_generic(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
+                             float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
+    int pt_gemm_bf16_avx2(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
+                          float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
+    int pt_gemm_bf16_avx512(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
+                            float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
+
 cdef extern from "pt_activation.h" nogil:
     int pt_bias_activation_generic(const float *x, Py_ssize_t ldx, const float *bias, float *y, Py_ssize_t ldy,
                                    int rows, int cols, int act, int nthreads)

@@ -367,6 +367,79 @@ def gemm(object a, PackedMatrix b, object bias=None, object residual=None, objec
     return C
 
 
+def packed_columns(PackedMatrix b, int j0, int j1):
+    """Columns [j0, j1) of a packed matrix as a PackedMatrix sharing its memory (j0 a multiple of
+    PANEL_WIDTH). The GEMM computes each output column the same way whichever columns it is asked
+    for, so gemm(a, packed_columns(b, j0, j1)) equals columns j0..j1 of gemm(a, b) bit for bit."""
+    if b is None:
+        raise TypeError("b must be a PackedMatrix, got None")
+    if not (0 <= j0 < j1 <= b.n) or j0 % PT_NR:
+        raise ValueError(f"columns [{j0}, {j1}) must be a non-empty range within [0, {b.n}) starting "
+                         f"at a multiple of {PT_NR}")
+    cdef Py_ssize_t start = <Py_ssize_t>(j0 // PT_NR) * b.k * PT_NR
+    cdef PackedMatrix pm = PackedMatrix.__new__(PackedMatrix)
+    pm.k = b.k
+    pm.n = j1 - j0
+    pm.data = b.data[start:start + <Py_ssize_t>pt_packed_b_size(b.k, j1 - j0)]
+    return pm
+
+
+def pack_bf16(PackedMatrix b):
+    """A bfloat16 copy of packed B (uint16 array, same panel layout, each value rounded to nearest)
+    and, per column j, upper bounds of the sums over k of w^2 and (w - r)^2 (r the rounded value),
+    from which the error of a dot product with the copy is bounded (see pytransformer/screen.py)."""
+    if b is None:
+        raise TypeError("b must be a PackedMatrix, got None")
+    cdef cnp.ndarray src = b.data
+    cdef cnp.ndarray out = np.empty(src.shape[0], dtype=np.uint16)
+    cdef cnp.ndarray sq_w = np.empty(b.n, dtype=np.float64)
+    cdef cnp.ndarray sq_d = np.empty(b.n, dtype=np.float64)
+    cdef int status
+    cdef int k = b.k, n = b.n
+    with nogil:
+        status = pt_pack_bf16(<const float *>cnp.PyArray_DATA(src), k, n,
+                              <unsigned short *>cnp.PyArray_DATA(out), <double *>cnp.PyArray_DATA(sq_w),
+                              <double *>cnp.PyArray_DATA(sq_d))
+    _status(status, "pack_bf16")
+    return out, sq_w, sq_d
+
+
+def gemm_bf16(object a, object packed_bf16, int k, int n, object bias=None, object out=None):
+    """out = a @ R + bias for a (m, k) float32 and R the (k, n) bfloat16 copy from pack_bf16, in
+    float32 with an unspecified order of summation (an approximation: see pytransformer/screen.py)."""
+    cdef cnp.ndarray A = _check(a, "a", 2)
+    if not isinstance(packed_bf16, np.ndarray) or packed_bf16.dtype != np.uint16 or packed_bf16.ndim != 1 \
+            or not packed_bf16.flags.c_contiguous:
+        raise TypeError("packed_bf16 must be the contiguous uint16 array returned by pack_bf16")
+    if k < 1 or n < 1 or packed_bf16.shape[0] != pt_packed_b_size(k, n):
+        raise ValueError(f"packed_bf16 holds {packed_bf16.shape[0]} values, not a packed ({k}, {n}) matrix")
+    if A.shape[1] != k:
+        raise ValueError(f"shapes do not match for a @ b: a is {_shape(A)}, b is ({k}, {n})")
+    cdef int m = A.shape[0]
+    cdef cnp.ndarray C = _out2(out, "out", m, n)
+    cdef cnp.ndarray bias_arr = _vector(bias, "bias", n) if bias is not None else None
+    if _overlaps(A, C):
+        raise ValueError("a and out must not overlap")
+    cdef const float *pa = _cptr(A)
+    cdef const unsigned short *pr = <const unsigned short *>cnp.PyArray_DATA(<cnp.ndarray>packed_bf16)
+    cdef const float *pbias = _cptr(bias_arr) if bias_arr is not None else NULL
+    cdef float *pc = _ptr(C)
+    cdef Py_ssize_t lda = _ld(A, 0) if m > 1 else k, ldc = _ld(C, 0) if m > 1 else n
+    cdef int status
+    cdef int nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
+    with nogil:
+        if _isa == ISA_AVX512:
+            status = pt_gemm_bf16_avx512(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
+        elif _isa == ISA_AVX2:
+            status = pt_gemm_bf16_avx2(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
+        else:
+            status = pt_gemm_bf16_generic(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
+    _status(status, "gemm_bf16")
+    return C
+
+
 # ---------------------------------------------------------------- element-wise
 def bias_activation(object x, object bias=None, object act="relu", object out=None):
     """out = act(x + bias) row-wise for 2-D x; out may be x."""

@@ -1,6 +1,7 @@
-"""pytransformer.decoding - greedy search over Model.decode_step with a preallocated DecoderState.
+"""pytransformer.decoding - greedy search over Model.decode_hidden with a preallocated DecoderState.
 
-The loop sees only decode_step: encoder, caches and layers are the model's business. Every
+The loop sees decode_hidden, the output projection and its screen: encoder, caches and layers
+are the model's business. Every
 sequence stops at its own EOS; finished rows keep their slot (so the others stay bitwise the
 same as when decoded alone) and their outputs are ignored.
 """
@@ -125,14 +126,30 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
     scores = np.zeros((B, max_new_tokens), dtype=np.float64) if return_scores else None
     n_out = np.full(B, max_new_tokens, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
+    # Without scores only the argmax is needed: the screen finds it reading half the bytes of the
+    # output projection (or gives up, and the full logits are computed).
+    screen = None if return_scores else model.output_screen
+    banned = {}
     for step in range(max_new_tokens):
-        logits = model.decode_step(state, tokens)
-        if step < min_new_tokens:
-            logits[:, eos] = -np.inf
-        model.constrain_logits(logits, step, max_new_tokens)   # the model family's forced/banned tokens
-        nxt = logits.argmax(axis=1)
-        if return_scores:
-            scores[:, step] = _log_softmax_at(logits, nxt)
+        h = model.decode_hidden(state, tokens)
+        ban_eos = step < min_new_tokens
+        nxt = None
+        if not return_scores:
+            forced = model.forced_token(step, max_new_tokens)
+            if forced is not None:
+                nxt = np.full(B, forced, dtype=np.int64)
+            elif screen is not None:
+                if ban_eos not in banned:
+                    banned[ban_eos] = model.banned_mask(ban_eos)
+                nxt = screen.argmax(h, banned[ban_eos])
+        if nxt is None:
+            logits = model.output(h, out=state.logits)
+            if ban_eos:
+                logits[:, eos] = -np.inf
+            model.constrain_logits(logits, step, max_new_tokens)   # the model family's forced/banned tokens
+            nxt = logits.argmax(axis=1)
+            if return_scores:
+                scores[:, step] = _log_softmax_at(logits, nxt)
         out[:, step] = nxt
         finished = (~done) & (nxt == eos)
         n_out[finished] = step + 1

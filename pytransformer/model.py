@@ -246,6 +246,11 @@ class Model:
     forced_eos_id = None
     suppressed_ids = None
 
+    # Output projections at least this large (float32 bytes) get a bfloat16 screen at load, which
+    # makes greedy steps at small batch sizes read about half as many bytes for the projection
+    # (same tokens; see pytransformer/screen.py). Smaller ones are cheap to read in full.
+    SCREEN_MIN_BYTES = 4 << 20
+
     def __init__(self, config: ModelConfig, tensors: dict, path=None):
         self.config = cfg = config
         self.path = path
@@ -272,6 +277,9 @@ class Model:
         else:
             self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None)
             self.tgt_embed = _own(tgt_table)
+        self.output_screen = None
+        if self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
+            self.set_output_screen(True)
         if cfg.shared_embeddings and cfg.tie_output:
             self.src_embed = self.tgt_embed
         else:
@@ -468,14 +476,27 @@ class Model:
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
         return self._logits(x).reshape(B, T, -1)
 
-    def _logits(self, x, out=None):
-        """Final decoder norm, output scale (T5's d_model^-0.5, applied before the GEMM as there)
-        and output projection of the decoder's residual stream x (consumed)."""
+    def _final_hidden(self, x):
+        """Final decoder norm and output scale (T5's d_model^-0.5, applied before the GEMM as there)
+        of the decoder's residual stream x (in place): what the output projection reads."""
         if self.dec_final is not None:
             x = self.dec_final(x, out=x)
         if self.output_scale is not None:
             x *= self.output_scale
-        return self.output(x, out=out)
+        return x
+
+    def _logits(self, x, out=None):
+        """Output projection of the decoder's residual stream x (consumed)."""
+        return self.output(self._final_hidden(x), out=out)
+
+    def set_output_screen(self, enabled):
+        """Screen the greedy argmax with a bfloat16 copy of the output projection (True), or always
+        compute the full float32 logits (False, and frees the copy). Tokens are identical either way;
+        the screen costs half the projection's float32 bytes in memory. Returns whether a screen is
+        in use: a projection with non-finite weights cannot be screened."""
+        from .screen import OutputScreen
+        self.output_screen = OutputScreen.build(self.output) if enabled else None
+        return self.output_screen is not None
 
     # ------------------------------------------------------------------ incremental decoding
     def start_decoding(self, src, max_steps, lengths=None):
@@ -495,6 +516,11 @@ class Model:
 
     def decode_step(self, state, tokens):
         """Feed one token per sequence (B,) at position state.step; returns logits (B, tgt_vocab)."""
+        return self.output(self.decode_hidden(state, tokens), out=state.logits)
+
+    def decode_hidden(self, state, tokens):
+        """decode_step up to the output projection: the (B, d_model) rows it would multiply
+        (final norm and output scale applied), in a buffer of the state."""
         B = state.batch
         t = state.step
         if t >= state.max_steps:
@@ -531,7 +557,25 @@ class Model:
             x = _sublayer(self.pre_norm, layer.cross_norm, x, cross_body)
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
         state.step += 1
-        return self._logits(x, out=state.logits)
+        return self._final_hidden(x)
+
+    def forced_token(self, step, max_new_tokens):
+        """The token the generation rules force at this step (counted from 0), or None."""
+        if step == max_new_tokens - 1 and self.forced_eos_id is not None:
+            return self.forced_eos_id
+        return self.forced_bos_id if step == 0 else None
+
+    def banned_mask(self, ban_eos):
+        """Bool mask over the target vocabulary of the tokens a step may not produce (the suppressed
+        ids, and EOS when ban_eos), or None when none are banned."""
+        if self.suppressed_ids is None and not ban_eos:
+            return None
+        mask = np.zeros(self.config.tgt_vocab_size, dtype=bool)
+        if self.suppressed_ids is not None:
+            mask[self.suppressed_ids] = True
+        if ban_eos:
+            mask[self.config.eos_id] = True
+        return mask
 
     def constrain_logits(self, logits, step, max_new_tokens):
         """Apply the model's generation rules in place to one step's logits (B, V) before the argmax.
@@ -540,9 +584,7 @@ class Model:
         min_new_tokens rule, so a forced token wins over it, as in transformers."""
         if self.suppressed_ids is not None:
             logits[:, self.suppressed_ids] = -np.inf
-        forced = self.forced_bos_id if step == 0 else None
-        if step == max_new_tokens - 1 and self.forced_eos_id is not None:
-            forced = self.forced_eos_id
+        forced = self.forced_token(step, max_new_tokens)
         if forced is not None:
             logits.fill(-np.inf)
             logits[:, forced] = 0.0

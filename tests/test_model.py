@@ -78,6 +78,24 @@ def test_greedy_tokens_match_torch_batched_and_alone(pair):
     assert len({tuple(w) for w in want}) >= 5
 
 
+def test_greedy_with_output_screen_matches_torch(pair):
+    """The same comparison with the bfloat16 screen of the output projection forced on (these
+    vocabularies are below the size that gets one by default): batches of up to 4 and alone."""
+    name, ref, model = pair
+    cfg = ref.config
+    srcs = random_sources(cfg, 20, 13)
+    ids, lens = padded(srcs, cfg["pad_id"])
+    want = [w.numpy() for w in ref.greedy(torch.from_numpy(ids), torch.from_numpy(lens), MAX_NEW)]
+    assert model.output_screen is None and model.set_output_screen(True)
+    try:
+        got = [t for i in range(0, len(srcs), 4) for t in model.generate(srcs[i:i + 4], MAX_NEW)]
+        got += [model.generate([s], MAX_NEW)[0] for s in srcs[:5]]
+    finally:
+        model.set_output_screen(False)
+    for i, (g, w) in enumerate(zip(got, want + want[:5])):
+        np.testing.assert_array_equal(g, w, err_msg=f"{name}: source {i % len(srcs)} with the screen")
+
+
 def test_alone_equals_in_padded_batch_bitwise(pair):
     name, ref, model = pair
     srcs = random_sources(ref.config, 7, 5, max_len=30)

@@ -1,0 +1,45 @@
+/* pt_screen.h - a bfloat16 copy of a packed weight matrix and the approximate GEMM over it that
+ * screens the output projection of greedy decoding (pytransformer/screen.py bounds its error and
+ * recomputes the few columns that could still be the argmax with the exact float32 GEMM). */
+#ifndef PT_SCREEN_H
+#define PT_SCREEN_H
+
+#include "pt_common.h"
+
+/* Round each of the pt_packed_b_size(k, n) floats of a packed matrix to bfloat16 (nearest, ties to
+ * even; the high 16 bits of the float32 that results), keeping the panel layout, and for every
+ * column j < n return upper bounds (within a factor 1 + ~k 2^-24 of the exact values) of
+ *     sq_w[j] = sum_kk w^2,   sq_d[j] = sum_kk (w - r)^2     (r = the bf16 value)
+ * from which the caller bounds the error of a dot product with the copy. Non-finite values (and
+ * values whose square overflows float32) make the sums non-finite: the caller then does not
+ * screen. Returns PT_OK or PT_ERR_ARG. */
+int pt_pack_bf16(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d);
+
+/* c[i, j] = sum_kk a[i, kk] * R[kk, j] + bias[j] in float32, R the bf16 copy (same layout as
+ * pt_gemm.h's packed B). An approximation: the order of the sum is unspecified and differs
+ * between paths; only the bound |error| <= gamma_k * sum |a| |R| of any float32 dot product is
+ * relied upon. a: (m, k) row stride lda; bias (n,) or NULL; c: (m, n) row stride ldc. */
+int pt_gemm_bf16_generic(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                         float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
+int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                      float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
+int pt_gemm_bf16_avx512(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                        float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
+
+/* ---- shared by the three paths (not public API) */
+
+/* Rows of a at once (the widest tile any path uses) and panels per work chunk. */
+#define PT_SCREEN_MAX_ROWS 4
+/* A path's computation of rows [r0, r1) (at most PT_SCREEN_MAX_ROWS) x panels [p0, p1). */
+typedef void (*pt_screen_region_fn)(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                                    float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1, int n, int k);
+int pt_screen_drive(pt_screen_region_fn region, const float *a, ptrdiff_t lda, const uint16_t *rp,
+                    const float *bias, float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
+
+static inline float pt_bf16_to_float(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+#endif

@@ -1,0 +1,84 @@
+/* pt_screen_avx2.c - the screening GEMM over a bfloat16 packed matrix with AVX2+FMA: each 16-value
+ * panel row is widened to two float32 vectors (a shift of 16 bits) and used for every row of a. */
+#include "pt_screen.h"
+
+#ifdef PT_HAVE_AVX2
+
+#include <immintrin.h>
+
+/* k steps ahead that each panel stream is prefetched (a panel row is 32 bytes here). */
+#define PT_SCREEN_PREFETCH_ROWS 64
+
+static inline __m256 widen8(const uint16_t *p) {
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* MR rows x NP panels; 16 ymm registers hold MR * NP * 2 accumulators, the MR broadcasts and one
+ * widened B vector: (1, 4) = 8 + 1 + 1, (2, 2) = 8 + 2 + 1, (4, 1) = 8 + 4 + 1. */
+#define PT_UNROLL _Pragma("GCC unroll 8")
+#define PT_DEFINE_SCREEN8(MR, NP)                                                                          \
+    static void screen8_##MR##x##NP(const float *a, ptrdiff_t lda, const uint16_t *rp, size_t pstride,     \
+                                    int k, float *tile /* MR x NP*16 */) {                                 \
+        __m256 acc[MR][2 * NP];                                                                            \
+        PT_UNROLL for (int r = 0; r < MR; r++)                                                             \
+            PT_UNROLL for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_setzero_ps();                    \
+        for (int kk = 0; kk < k; kk++) {                                                                   \
+            __m256 av[MR];                                                                                 \
+            PT_UNROLL for (int r = 0; r < MR; r++) av[r] = _mm256_broadcast_ss(a + r * lda + kk);          \
+            PT_UNROLL for (int q = 0; q < 2 * NP; q++) {                                                   \
+                const uint16_t *row = rp + (q / 2) * pstride + (size_t)kk * PT_NR + (q % 2) * 8;           \
+                if (q % 2 == 0) _mm_prefetch((const char *)(row + PT_SCREEN_PREFETCH_ROWS * PT_NR), _MM_HINT_T0); \
+                __m256 b = widen8(row);                                                                    \
+                PT_UNROLL for (int r = 0; r < MR; r++) acc[r][q] = _mm256_fmadd_ps(av[r], b, acc[r][q]);   \
+            }                                                                                              \
+        }                                                                                                  \
+        PT_UNROLL for (int r = 0; r < MR; r++)                                                             \
+            PT_UNROLL for (int q = 0; q < 2 * NP; q++) _mm256_storeu_ps(tile + r * NP * PT_NR + q * 8, acc[r][q]); \
+    }
+PT_DEFINE_SCREEN8(1, 4)
+PT_DEFINE_SCREEN8(1, 1)
+PT_DEFINE_SCREEN8(2, 2)
+PT_DEFINE_SCREEN8(2, 1)
+PT_DEFINE_SCREEN8(3, 1)
+PT_DEFINE_SCREEN8(4, 1)
+
+typedef void (*screen8_fn)(const float *, ptrdiff_t, const uint16_t *, size_t, int, float *);
+
+static void region_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                        float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1, int n, int k) {
+    static const screen8_fn wide[PT_SCREEN_MAX_ROWS + 1] = {NULL, screen8_1x4, screen8_2x2, screen8_3x1, screen8_4x1};
+    static const screen8_fn one[PT_SCREEN_MAX_ROWS + 1] = {NULL, screen8_1x1, screen8_2x1, screen8_3x1, screen8_4x1};
+    static const int wide_np[PT_SCREEN_MAX_ROWS + 1] = {0, 4, 2, 1, 1};
+    float tile[PT_SCREEN_MAX_ROWS * 4 * PT_NR];
+    int rows = r1 - r0;
+    size_t pstride = (size_t)k * PT_NR;
+    const float *arow = a + (ptrdiff_t)r0 * lda;
+    for (int p = p0; p < p1;) {
+        int np = wide_np[rows] <= p1 - p ? wide_np[rows] : 1;
+        (np > 1 ? wide[rows] : one[rows])(arow, lda, rp + (size_t)p * pstride, pstride, k, tile);
+        for (int r = 0; r < rows; r++) {
+            float *out = c + (ptrdiff_t)(r0 + r) * ldc;
+            for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
+                float v = tile[r * np * PT_NR + (j - p * PT_NR)];
+                out[j] = bias != NULL ? v + bias[j] : v;
+            }
+        }
+        p += np;
+    }
+}
+
+int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                      float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
+    return pt_screen_drive(region_avx2, a, lda, rp, bias, c, ldc, m, n, k, nthreads);
+}
+
+#else
+
+int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                      float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
+    (void)a; (void)lda; (void)rp; (void)bias; (void)c; (void)ldc; (void)m; (void)n; (void)k; (void)nthreads;
+    return PT_ERR_ISA;
+}
+
+#endif

@@ -1,0 +1,303 @@
+"""test_screen.py - the bfloat16 screen of the output projection (pytransformer/screen.py).
+
+Kernels against float64 NumPy references (bf16 rounding, error sums, the approximate GEMM on every
+ISA path); the error bound the screen relies on, over many magnitudes; the screened argmax against
+the float32 argmax on random, tied, nearly tied and banned columns; and whole models decoding the
+same tokens with and without the screen.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import pytransformer
+from pytransformer import _kernels as K
+from pytransformer.model import Linear
+from pytransformer.screen import OutputScreen
+from conftest import ISAS, with_threads
+
+
+def bf16_round(w):
+    """float32 -> bfloat16 (round to nearest, ties to even) -> float32, in NumPy integer arithmetic."""
+    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return (r.astype(np.uint32) << 16).view(np.float32)
+
+
+def packed_linear(rng, n, k, bias=True, scale=1.0):
+    w = (rng.standard_normal((n, k)) * scale).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    return w, b, Linear(w, b)
+
+
+# ---------------------------------------------------------------- kernels
+
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 64), (17, 300), (129, 33)])
+def test_pack_bf16_rounds_to_nearest_even_and_sums_match(rng, n, k):
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    # values exactly halfway between two bf16 numbers: ties go to the even one
+    w.flat[0] = np.uint32(0x3F808000).view(np.float32)      # 1.00390625: tie, rounds down to 1.0
+    if w.size > 1:
+        w.flat[1] = np.uint32(0x3F818000).view(np.float32)  # tie, rounds up to 0x3F82
+    bf16, sq_w, sq_d = K.pack_bf16(K.pack(w, transpose=True))
+    r = bf16_round(w)
+    assert r.flat[0] == 1.0 and (w.size == 1 or r.flat[1].view(np.uint32) == 0x3F820000)
+    unpacked = (bf16.astype(np.uint32) << 16).view(np.float32).reshape(-1, k, 16)   # panels
+    got = unpacked.transpose(0, 2, 1).reshape(-1, k)[:n]
+    np.testing.assert_array_equal(got, r)
+    assert not unpacked.transpose(0, 2, 1).reshape(-1, k)[n:].any()                   # zero padding
+    # upper bounds of the float64 sums, within a factor 1 + ~k 2^-24 (float32 sums, widened)
+    w64, r64 = w.astype(np.float64), r.astype(np.float64)
+    for got_sum, exact in ((sq_w, (w64 ** 2).sum(1)), (sq_d, ((w64 - r64) ** 2).sum(1))):
+        assert np.all(got_sum >= exact)
+        np.testing.assert_allclose(got_sum, exact, rtol=3 * (k + 1) * 2.0 ** -24, atol=1e-40)
+
+
+def test_pack_bf16_non_finite_values_give_non_finite_sums():
+    w = np.ones((20, 8), dtype=np.float32)
+    w[3, 2] = np.inf
+    w[17, 5] = np.nan
+    w[9, 0] = np.finfo(np.float32).max           # rounds up to infinity in bf16
+    _, sq_w, sq_d = K.pack_bf16(K.pack(w, transpose=True))
+    bad = ~np.isfinite(sq_w + sq_d)
+    assert set(np.flatnonzero(bad)) == {3, 9, 17}
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9])
+@pytest.mark.parametrize("n,k", [(1, 5), (16, 16), (33, 64), (200, 129)])
+def test_gemm_bf16_matches_float64_reference(isa, threads, rng, m, n, k):
+    w, b, lin = packed_linear(rng, n, k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    bf16, *_ = K.pack_bf16(lin.packed)
+    got = K.gemm_bf16(a, bf16, k, n, b)
+    r = bf16_round(w).astype(np.float64)
+    want = a.astype(np.float64) @ r.T + b
+    # any summation order: |error| <= gamma_k sum |a||r| (+ the bias add)
+    bound = 1.01 * (k * 2.0 ** -24) * (np.abs(a) @ np.abs(r).T) + 2.0 ** -23 * np.abs(want) + 1e-30
+    assert np.all(np.abs(got - want) <= bound)
+    # strided rows in and out, no bias
+    a2 = np.zeros((m, k + 3), dtype=np.float32)
+    a2[:, :k] = a
+    out = np.full((m, n + 5), 7.0, dtype=np.float32)
+    K.gemm_bf16(a2[:, :k], bf16, k, n, None, out=out[:, :n])
+    assert np.all(np.abs(out[:, :n] - (want - b)) <= bound)
+    assert np.all(out[:, n:] == 7.0)
+
+
+def test_gemm_bf16_threads_and_paths_agree_with_each_other(rng):
+    """Not bitwise across paths (the order of the sum is free), but every path within the bound of
+    the others, and each path the same on 1 and 2 threads (every column has one owner)."""
+    w, b, lin = packed_linear(rng, 300, 96)
+    bf16, *_ = K.pack_bf16(lin.packed)
+    a = rng.standard_normal((3, 96)).astype(np.float32)
+    before = K.get_isa()
+    try:
+        outs = []
+        for isa in ISAS:
+            K.set_isa(isa)
+            one = with_threads(1, K.gemm_bf16, a, bf16, 96, 300, b)
+            two = with_threads(2, K.gemm_bf16, a, bf16, 96, 300, b)
+            np.testing.assert_array_equal(one, two)
+            outs.append(one)
+    finally:
+        K.set_isa(before)
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_bf16_and_pack_reject_bad_arguments(rng):
+    _, _, lin = packed_linear(rng, 20, 8)
+    bf16, *_ = K.pack_bf16(lin.packed)
+    a = np.ones((2, 8), dtype=np.float32)
+    with pytest.raises(TypeError, match="packed_bf16"):
+        K.gemm_bf16(a, bf16.astype(np.int16), 8, 20)
+    with pytest.raises(TypeError, match="packed_bf16"):
+        K.gemm_bf16(a, [1, 2, 3], 8, 20)
+    with pytest.raises(ValueError, match="not a packed"):
+        K.gemm_bf16(a, bf16, 8, 40)
+    with pytest.raises(ValueError, match="not a packed"):
+        K.gemm_bf16(a, bf16[:-16], 8, 20)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.gemm_bf16(np.ones((2, 9), dtype=np.float32), bf16, 8, 20)
+    with pytest.raises(TypeError, match="float32"):
+        K.gemm_bf16(a.astype(np.float64), bf16, 8, 20)
+    with pytest.raises(ValueError, match="bias"):
+        K.gemm_bf16(a, bf16, 8, 20, np.ones(19, dtype=np.float32))
+    with pytest.raises(ValueError, match="out"):
+        K.gemm_bf16(a, bf16, 8, 20, out=np.empty((2, 21), dtype=np.float32))
+    with pytest.raises(TypeError):
+        K.pack_bf16(np.ones((4, 4), dtype=np.float32))
+
+
+def test_packed_columns_give_the_same_bits_as_the_whole_product(isa, rng):
+    w, b, lin = packed_linear(rng, 70, 40)
+    a = rng.standard_normal((3, 40)).astype(np.float32)
+    full = K.gemm(a, lin.packed, b)
+    for j0, j1 in [(0, 16), (16, 70), (64, 70), (32, 33), (0, 70)]:
+        part = K.gemm(a, K.packed_columns(lin.packed, j0, j1), b[j0:j1])
+        np.testing.assert_array_equal(part, full[:, j0:j1])
+        np.testing.assert_array_equal(K.gemm(a[1:2], K.packed_columns(lin.packed, j0, j1), b[j0:j1]),
+                                      full[1:2, j0:j1])
+    for j0, j1 in [(1, 16), (0, 0), (16, 8), (0, 71), (-16, 4)]:
+        with pytest.raises(ValueError, match="columns"):
+            K.packed_columns(lin.packed, j0, j1)
+
+
+# ---------------------------------------------------------------- the bound and the argmax
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-6, 1.0, 1e4, 1e12])
+def test_error_bound_holds_for_every_column(isa, rng, scale):
+    """|float32 logits - screened logits| <= e_j for every column, over magnitudes from the
+    subnormal range to large, with the float32 GEMM of every path."""
+    w, b, lin = packed_linear(rng, 500, 256, scale=0.05)
+    screen = OutputScreen.build(lin)
+    for trial in range(5):
+        x = (rng.standard_normal((4, 256)) * scale * rng.uniform(0.5, 2)).astype(np.float32)
+        if trial == 4:
+            x[:, ::3] = 0.0
+        f = K.gemm(x, lin.packed, b).astype(np.float64)
+        g = K.gemm_bf16(x, screen.bf16, 256, 500, b).astype(np.float64)
+        norms = np.sqrt((x.astype(np.float64) ** 2).sum(1))[:, None]
+        e = norms * screen.err + 2.0 ** -21 * np.abs(g) + screen.abs_err
+        assert np.all(np.abs(f - g) <= e)
+        # and it is not vacuous: the bound is far below the spread of the logits
+        assert np.median(e) < 0.05 * (f.max() - f.min())
+
+
+def full_argmax(lin, x, banned=None):
+    logits = K.gemm(x, lin.packed, lin.bias)
+    if banned is not None:
+        logits[:, banned] = -np.inf
+    return logits.argmax(axis=1)
+
+
+def test_screened_argmax_equals_float32_argmax_on_random_rows(isa, rng):
+    w, b, lin = packed_linear(rng, 1000, 64)
+    screen = OutputScreen.build(lin)
+    for B in (1, 2, 3, 4):
+        for _ in range(10):
+            x = rng.standard_normal((B, 64)).astype(np.float32)
+            np.testing.assert_array_equal(screen.argmax(x), full_argmax(lin, x))
+
+
+def test_ties_and_near_ties_resolve_as_argmax(isa, rng):
+    """Duplicate columns give exactly equal logits (the first must win); columns one bf16 step or
+    one float32 ulp apart are indistinguishable to the copy and must be settled exactly."""
+    k = 32
+    w = rng.standard_normal((400, k)).astype(np.float32)
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    top = int(np.argmax(w @ x[0]))
+    w[[17, 250, 399]] = w[top]                           # exact ties with the top column, before and after it
+    w[300] = w[top]
+    w[300, 0] = np.nextafter(w[top, 0], np.float32(np.inf) if x[0, 0] > 0 else np.float32(-np.inf))
+    w[301] = w[top]
+    w[301, 1] = np.nextafter(w[top, 1], np.float32(-np.inf) if x[0, 1] > 0 else np.float32(np.inf))
+    lin = Linear(w, None)
+    screen = OutputScreen.build(lin)
+    want = full_argmax(lin, x)
+    np.testing.assert_array_equal(screen.argmax(x), want)
+    banned = np.zeros(400, dtype=bool)
+    banned[[17, want[0]]] = True
+    np.testing.assert_array_equal(screen.argmax(x, banned), full_argmax(lin, x, banned))
+
+
+def test_banned_columns_are_never_chosen(rng):
+    w, b, lin = packed_linear(rng, 300, 48)
+    screen = OutputScreen.build(lin)
+    x = rng.standard_normal((3, 48)).astype(np.float32)
+    banned = np.zeros(300, dtype=bool)
+    for _ in range(20):                    # ban the winner again and again
+        got = screen.argmax(x, banned)
+        np.testing.assert_array_equal(got, full_argmax(lin, x, banned))
+        banned[got] = True
+    only = np.ones(300, dtype=bool)
+    only[123] = False
+    np.testing.assert_array_equal(screen.argmax(x, only), [123, 123, 123])
+
+
+def test_screen_declines_what_it_cannot_decide(rng):
+    """The caller then computes the full logits: no screen answer is ever a guess."""
+    w, b, lin = packed_linear(rng, 300, 48)
+    screen = OutputScreen.build(lin)
+    x = rng.standard_normal((2, 48)).astype(np.float32)
+    assert screen.argmax(np.ones((5, 48), dtype=np.float32)) is None          # too many rows
+    assert screen.argmax(np.ones((2, 48), dtype=np.float32), np.ones(300, dtype=bool)) is None
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[1, 3] = bad
+        assert screen.argmax(y) is None
+    assert screen.argmax(x * np.float32(1e35)) is None                         # could overflow
+    flat = Linear(np.ones((3000, 48), dtype=np.float32) + rng.standard_normal((3000, 48)).astype(np.float32) * 1e-4)
+    assert OutputScreen.build(flat).argmax(x) is None                           # thousands of near-ties
+
+
+def test_non_finite_weights_or_bias_get_no_screen(rng):
+    w = rng.standard_normal((40, 8)).astype(np.float32)
+    w[5, 5] = np.nan
+    assert OutputScreen.build(Linear(w)) is None
+    w[5, 5] = 0.0
+    bias = np.zeros(40, dtype=np.float32)
+    bias[3] = np.inf
+    assert OutputScreen.build(Linear(w, bias)) is None
+    assert OutputScreen.build(Linear(w, np.zeros(40, dtype=np.float32))) is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 300), k=st.integers(1, 80),
+       B=st.integers(1, 4), dup=st.integers(0, 5), scale=st.sampled_from([1e-3, 1.0, 30.0]),
+       n_banned=st.integers(0, 10))
+def test_property_screened_argmax_is_the_float32_argmax(seed, n, k, B, dup, scale, n_banned):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((n, k)) * scale).astype(np.float32)
+    for _ in range(dup):                            # exact duplicate columns: ties
+        w[rng.integers(n)] = w[rng.integers(n)]
+    bias = rng.standard_normal(n).astype(np.float32) if seed % 2 else None
+    lin = Linear(w, bias)
+    x = rng.standard_normal((B, k)).astype(np.float32)
+    banned = None
+    if n_banned:
+        banned = np.zeros(n, dtype=bool)
+        banned[rng.integers(0, n, size=n_banned)] = True
+    got = OutputScreen.build(lin).argmax(x, banned)
+    if got is not None:                             # None only when every column is banned here
+        np.testing.assert_array_equal(got, full_argmax(lin, x, banned))
+    else:
+        assert banned is not None and banned.all()
+
+
+# ---------------------------------------------------------------- whole models
+
+def test_model_decodes_the_same_tokens_with_and_without_the_screen(tmp_path):
+    """A model whose vocabulary is large enough to be screened by default (8,000 x 256 floats),
+    greedy with suppressed ids, min_new_tokens and a forced BOS: identical tokens, batch 1-4."""
+    from pytransformer import export, torch_reference
+    cfg = dict(format="pytransformer", format_version=1, encoder_layers=1, decoder_layers=2,
+               max_positions=64, d_model=256, num_heads=4, ffn_dim=256, src_vocab_size=8000,
+               tgt_vocab_size=8000, shared_embeddings=True, activation="relu", norm_placement="pre",
+               encoder_final_norm=True, decoder_final_norm=True, positional_encoding="sinusoidal",
+               sinusoidal_layout="halves", scale_embeddings=True, tie_output=True, output_bias=True,
+               pad_id=0, bos_id=None, eos_id=1, decoder_start_id=0)
+    export.from_torch(torch_reference.init_seeded(cfg, seed=3).eval(), tmp_path)
+    model = pytransformer.load(tmp_path)
+    assert model.output_screen is not None, "8,000 x 256 float32 weights are above SCREEN_MIN_BYTES"
+    rng = np.random.default_rng(2)
+    srcs = [rng.integers(2, 8000, size=int(n)) for n in rng.integers(1, 30, size=8)]
+    calls = []
+    original = model.output_screen.argmax
+    model.output_screen.argmax = lambda *a: calls.append(1) or original(*a)
+    for setup in ({}, {"suppressed_ids": np.array([5, 77, 4000])}, {"forced_bos_id": 9}):
+        for name, value in setup.items():
+            setattr(model, name, value)
+        for B in (1, 2, 4):
+            for i in range(0, 8, B):
+                batch = srcs[i:i + B]
+                on = model.generate(batch, 20, min_new_tokens=3)
+                model.output_screen, saved = None, model.output_screen
+                off = model.generate(batch, 20, min_new_tokens=3)
+                model.output_screen = saved
+                for a, b in zip(on, off):
+                    np.testing.assert_array_equal(a, b)
+        for name in setup:
+            setattr(model, name, None)
+    assert len(calls) > 100, "the screen was not used"
+    assert not model.set_output_screen(False) and model.output_screen is None
+    assert model.set_output_screen(True)
