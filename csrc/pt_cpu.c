@@ -1,5 +1,8 @@
-/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins) and OpenMP facts. */
+/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins), OpenMP facts, heap trimming. */
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include "pt_cpu.h"
 
 #ifdef _OPENMP
@@ -62,5 +65,13 @@ int pt_num_procs(void) {
     return omp_get_num_procs();
 #else
     return 1;
+#endif
+}
+
+int pt_release_free_heap(void) {
+#ifdef __GLIBC__
+    return malloc_trim(0);
+#else
+    return 0;
 #endif
 }

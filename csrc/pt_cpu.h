@@ -1,4 +1,4 @@
-/* pt_cpu.h - CPU feature detection and OpenMP facts, queried once by the Python layer. */
+/* pt_cpu.h - CPU feature detection and OpenMP facts, queried once by the Python layer; heap trimming. */
 #ifndef PT_CPU_H
 #define PT_CPU_H
 
@@ -15,5 +15,8 @@ int pt_cpu_has(const char *feature);
 int pt_openmp_enabled(void);
 /* omp_get_num_procs() with OpenMP, else 1. */
 int pt_num_procs(void);
+/* Return the heap memory that malloc keeps free to the operating system (glibc's malloc_trim);
+ * 1 if some was returned, 0 if none or not available. */
+int pt_release_free_heap(void);
 
 #endif

@@ -13,7 +13,9 @@
  * from which the caller bounds the error of a dot product with the copy. Non-finite values (and
  * values whose square overflows float32) make the sums non-finite: the caller then does not
  * screen. Returns PT_OK or PT_ERR_ARG. */
-int pt_pack_bf16(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d);
+int pt_pack_bf16_generic(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d);
+/* The same, compiled for AVX2 (same bits; PT_ERR_ISA when not compiled in). */
+int pt_pack_bf16_avx2(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d);
 
 /* c[i, j] = sum_kk a[i, kk] * R[kk, j] + bias[j] in float32, R the bf16 copy (same layout as
  * pt_gemm.h's packed B). An approximation: the order of the sum is unspecified and differs
@@ -25,6 +27,39 @@ int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const f
                       float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
 int pt_gemm_bf16_avx512(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
                         float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
+
+/* The exact float32 GEMM of one path (pt_gemm_packed_generic / _avx2 / _avx512). */
+typedef int (*pt_gemm_packed_fn)(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                                 const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                                 int m, int n, int k, int act, int nthreads);
+/* The screening GEMM of one path (pt_gemm_bf16_generic / _avx2 / _avx512). */
+typedef int (*pt_gemm_bf16_fn)(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
+                               float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
+
+/* What pt_screen_argmax needs besides the row: the bf16 copy rp and the float32 packed matrix bp of
+ * the same (k, n) projection, its bias (or NULL), per column err[j] (float64: the bound of
+ * |float32 - bf16 dot product| per unit of ||x||), err_max = max err, w_norm_max >= every ||w_j||
+ * and ||r_j||, bias_max = max |bias|, and rel / abs_err of the bound (see pytransformer/screen.py). */
+typedef struct {
+    const uint16_t *rp;
+    const float *bp;
+    const float *bias;
+    const double *err;
+    double err_max, w_norm_max, bias_max, rel, abs_err;
+    int n, k;
+} pt_screen;
+
+/* The greedy token of each of m rows of x (row stride ldx): the first index j of the largest
+ * float32 logit x_i . w_j + bias_j that `exact` computes, over the columns not marked in banned
+ * (n bytes, or NULL). Approximate logits from `approx` go to g (m x n floats); the columns whose
+ * bounds reach the largest lower bound (at most max_cand per row, indices in cand) are recomputed
+ * by `exact`, one 16-column panel at a time, single-threaded. Returns 1 with tokens[0..m) set, 0
+ * when the caller must compute the full logits instead (x not finite or so large that a logit
+ * could overflow, no allowed column, more than max_cand candidates in a row), or a PT_ERR_* code
+ * negated. */
+int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_fn exact,
+                     const float *x, ptrdiff_t ldx, int m, const uint8_t *banned, int max_cand,
+                     int nthreads, float *g, int32_t *cand, long long *tokens);
 
 /* ---- shared by the three paths (not public API) */
 

@@ -1,10 +1,16 @@
-/* pt_screen_avx2.c - the screening GEMM over a bfloat16 packed matrix with AVX2+FMA: each 16-value
- * panel row is widened to two float32 vectors (a shift of 16 bits) and used for every row of a. */
+/* pt_screen_avx2.c - the bfloat16 packing compiled for AVX2, and the screening GEMM over the copy
+ * with AVX2+FMA: each 16-value panel row is widened to two float32 vectors (a shift of 16 bits)
+ * and used for every row of a. */
 #include "pt_screen.h"
 
 #ifdef PT_HAVE_AVX2
 
 #include <immintrin.h>
+#include "pt_screen_pack.h"
+
+int pt_pack_bf16_avx2(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d) {
+    return pt_pack_bf16_body(packed, k, n, out, sq_w, sq_d);
+}
 
 /* k steps ahead that each panel stream is prefetched (a panel row is 32 bytes here). */
 #define PT_SCREEN_PREFETCH_ROWS 64
@@ -74,6 +80,11 @@ int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const f
 }
 
 #else
+
+int pt_pack_bf16_avx2(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d) {
+    (void)packed; (void)k; (void)n; (void)out; (void)sq_w; (void)sq_d;
+    return PT_ERR_ISA;
+}
 
 int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
                       float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {

@@ -3,47 +3,83 @@
 #include <math.h>
 #include <string.h>
 #include "pt_screen.h"
+#include "pt_screen_pack.h"
 #include "pt_gemm.h"
 
-int pt_pack_bf16(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d) {
-    if (packed == NULL || out == NULL || sq_w == NULL || sq_d == NULL || k < 1 || n < 1)
-        return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR;
-    /* Sums of non-negative terms in float32 are within a factor (1 +- gamma_k) of the exact sums
-     * (gamma_k = k u / (1 - k u), u = 2^-24, one more u for each square), and squares that
-     * underflow lose less than 2^-150 each: (sum + k 2^-149) / (1 - gamma_{k+1}) is an upper
-     * bound of the exact sum, so the caller's error bound stays a bound. */
-    double ku = (double)(k + 1) * 0x1p-24;
-    double widen = ku < 0.5 ? 1.0 / (1.0 - ku / (1.0 - ku)) : HUGE_VAL;
-    double tiny = (double)k * 0x1p-149;
-    for (int p = 0; p < npanels; p++) {
-        const float *src = packed + (size_t)p * k * PT_NR;
-        uint16_t *dst = out + (size_t)p * k * PT_NR;
-        float w2[PT_NR] = {0}, d2[PT_NR] = {0};
+int pt_pack_bf16_generic(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d) {
+    return pt_pack_bf16_body(packed, k, n, out, sq_w, sq_d);
+}
+
+/* Beyond this ||x|| * max ||w_j|| + max |bias| a logit might overflow float32. */
+#define PT_SCREEN_MAGNITUDE_LIMIT 1e36
+
+int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_fn exact,
+                     const float *x, ptrdiff_t ldx, int m, const uint8_t *banned, int max_cand,
+                     int nthreads, float *g, int32_t *cand, long long *tokens) {
+    if (s == NULL || approx == NULL || exact == NULL || x == NULL || g == NULL || cand == NULL ||
+        tokens == NULL || m < 1 || m > PT_SCREEN_MAX_ROWS || max_cand < 1 || s->n < 1 || s->k < 1)
+        return -PT_ERR_ARG;
+    int n = s->n, k = s->k;
+    double norm[PT_SCREEN_MAX_ROWS];
+    for (int i = 0; i < m; i++) {
+        double sum = 0.0;
         for (int kk = 0; kk < k; kk++) {
-            for (int jj = 0; jj < PT_NR; jj++) {
-                size_t i = (size_t)kk * PT_NR + jj;
-                uint32_t u;
-                memcpy(&u, &src[i], sizeof u);
-                /* round to nearest, ties to even, on the bits (values within half a bf16 step of
-                 * FLT_MAX become infinite); inf and NaN keep their high bits, so a NaN whose payload
-                 * lies in the low 16 bits becomes an infinity. Either makes the sums non-finite. */
-                uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
-                if ((u & 0x7F800000u) == 0x7F800000u) rounded = u;
-                uint16_t h = (uint16_t)(rounded >> 16);
-                dst[i] = h;
-                float w = src[i];
-                float d = w - pt_bf16_to_float(h);   /* exact (Sterbenz): r is within 2^-8 |w| of w */
-                w2[jj] += w * w;
-                d2[jj] += d * d;
+            double v = x[(ptrdiff_t)i * ldx + kk];
+            sum += v * v;
+        }
+        norm[i] = sqrt(sum);
+        if (!(norm[i] * s->w_norm_max + s->bias_max <= PT_SCREEN_MAGNITUDE_LIMIT)) return 0;  /* also NaN */
+    }
+    int status = approx(x, ldx, s->rp, s->bias, g, n, m, n, k, nthreads);
+    if (status != PT_OK) return -status;
+    const double rel = s->rel, abs_err = s->abs_err;
+    for (int i = 0; i < m; i++) {
+        const float *gi = g + (size_t)i * n;
+        const double xn = norm[i];
+        /* lower bound of the exact maximum: that of the allowed column with the largest g */
+        int top = -1;
+        for (int j = 0; j < n; j++)
+            if ((banned == NULL || !banned[j]) && (top < 0 || gi[j] > gi[top])) top = j;
+        if (top < 0) return 0;
+        double gt = gi[top];
+        double low = gt - (xn * s->err[top] + rel * fabs(gt) + abs_err);
+        /* cheap float prefilter with the largest err: g_j + e_j >= low needs
+         * g_j (1 +- rel) >= low - (xn * err_max + abs_err) whatever the sign of g_j */
+        double reach = low - (xn * s->err_max + abs_err);
+        double t = fmin(reach / (1.0 + rel), reach / (1.0 - rel));
+        float t32 = (float)t;
+        if ((double)t32 > t) t32 = nextafterf(t32, -HUGE_VALF);   /* round down, never up */
+        int count = 0;
+        for (int j = 0; j < n; j++) {
+            float v = gi[j];
+            if (v < t32 || (banned != NULL && banned[j])) continue;
+            if ((double)v + (xn * s->err[j] + rel * fabs((double)v) + abs_err) >= low) {
+                if (count == max_cand) return 0;
+                cand[count++] = j;
             }
         }
-        for (int jj = 0; jj < PT_NR && p * PT_NR + jj < n; jj++) {
-            sq_w[p * PT_NR + jj] = ((double)w2[jj] + tiny) * widen;
-            sq_d[p * PT_NR + jj] = ((double)d2[jj] + tiny) * widen;
+        /* exact float32 logits of the candidates' panels (ascending), first maximum wins */
+        long long best = -1;
+        float best_v = 0.0f;
+        const float *xi = x + (ptrdiff_t)i * ldx;
+        for (int c = 0; c < count;) {
+            int j0 = cand[c] / PT_NR * PT_NR;
+            int cols = n - j0 < PT_NR ? n - j0 : PT_NR;
+            float vals[PT_NR];
+            status = exact(xi, k, s->bp + (size_t)j0 * k, s->bias != NULL ? s->bias + j0 : NULL,
+                           NULL, 0, vals, cols, 1, cols, k, PT_ACT_NONE, 1);
+            if (status != PT_OK) return -status;
+            for (; c < count && cand[c] < j0 + PT_NR; c++) {
+                float v = vals[cand[c] - j0];
+                if (best < 0 || v > best_v) {
+                    best = cand[c];
+                    best_v = v;
+                }
+            }
         }
+        tokens[i] = best;
     }
-    return PT_OK;
+    return 1;
 }
 
 /* Panels per chunk of work: 8 panels of k = 512 are 128 KiB of bf16. */

@@ -28,6 +28,7 @@ cdef extern from "pt_cpu.h" nogil:
     int pt_cpu_has(const char *feature)
     int pt_openmp_enabled()
     int pt_num_procs()
+    int pt_release_free_heap()
 
 cdef extern from "pt_gemm.h" nogil:
     size_t pt_packed_b_size(int k, int n)
@@ -43,13 +44,36 @@ cdef extern from "pt_gemm.h" nogil:
                               int m, int n, int k, int act, int nthreads)
 
 cdef extern from "pt_screen.h" nogil:
-    int pt_pack_bf16(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
+    int pt_pack_bf16_generic(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
+    int pt_pack_bf16_avx2(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
     int pt_gemm_bf16_generic(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
                              float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
     int pt_gemm_bf16_avx2(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
                           float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
     int pt_gemm_bf16_avx512(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
                             float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
+    enum:
+        PT_SCREEN_MAX_ROWS
+    ctypedef int (*pt_gemm_packed_fn)(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
+                                      const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
+                                      int m, int n, int k, int act, int nthreads)
+    ctypedef int (*pt_gemm_bf16_fn)(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
+                                    float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
+    ctypedef struct pt_screen:
+        const unsigned short *rp
+        const float *bp
+        const float *bias
+        const double *err
+        double err_max
+        double w_norm_max
+        double bias_max
+        double rel
+        double abs_err
+        int n
+        int k
+    int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_fn exact,
+                         const float *x, Py_ssize_t ldx, int m, const unsigned char *banned, int max_cand,
+                         int nthreads, float *g, int32_t *cand, long long *tokens)
 
 cdef extern from "pt_activation.h" nogil:
     int pt_bias_activation_generic(const float *x, Py_ssize_t ldx, const float *bias, float *y, Py_ssize_t ldy,

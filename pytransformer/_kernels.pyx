@@ -104,6 +104,12 @@ def get_num_threads():
     return _nthreads
 
 
+def release_free_heap():
+    """Return the heap memory malloc keeps free to the operating system (glibc; elsewhere a no-op).
+    True if some was returned."""
+    return pt_release_free_heap() != 0
+
+
 def cpu_info():
     """CPU features found, the kernel path in use, threads and OpenMP status."""
     return {
@@ -396,10 +402,16 @@ def pack_bf16(PackedMatrix b):
     cdef cnp.ndarray sq_d = np.empty(b.n, dtype=np.float64)
     cdef int status
     cdef int k = b.k, n = b.n
+    cdef const float *ps = <const float *>cnp.PyArray_DATA(src)
+    cdef unsigned short *po = <unsigned short *>cnp.PyArray_DATA(out)
+    cdef double *pw = <double *>cnp.PyArray_DATA(sq_w)
+    cdef double *pd = <double *>cnp.PyArray_DATA(sq_d)
+    cdef int use_avx2 = _isa_avx2
     with nogil:
-        status = pt_pack_bf16(<const float *>cnp.PyArray_DATA(src), k, n,
-                              <unsigned short *>cnp.PyArray_DATA(out), <double *>cnp.PyArray_DATA(sq_w),
-                              <double *>cnp.PyArray_DATA(sq_d))
+        if use_avx2:
+            status = pt_pack_bf16_avx2(ps, k, n, po, pw, pd)
+        else:
+            status = pt_pack_bf16_generic(ps, k, n, po, pw, pd)
     _status(status, "pack_bf16")
     return out, sq_w, sq_d
 
@@ -438,6 +450,88 @@ def gemm_bf16(object a, object packed_bf16, int k, int n, object bias=None, obje
             status = pt_gemm_bf16_generic(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
     _status(status, "gemm_bf16")
     return C
+
+
+SCREEN_MAX_ROWS = PT_SCREEN_MAX_ROWS
+
+
+cdef class Screen:
+    """The arrays and constants of a screened output projection (see pytransformer/screen.py),
+    checked once; screen_argmax runs it."""
+    cdef pt_screen s
+    cdef readonly object refs      # keeps the arrays behind the pointers alive
+
+    def __init__(self, PackedMatrix b not None, object packed_bf16, object bias, object err, double err_max,
+                 double w_norm_max, double bias_max, double rel, double abs_err):
+        if not isinstance(packed_bf16, np.ndarray) or packed_bf16.dtype != np.uint16 or packed_bf16.ndim != 1 \
+                or not packed_bf16.flags.c_contiguous or packed_bf16.shape[0] != b.data.shape[0]:
+            raise TypeError("packed_bf16 must be the contiguous uint16 array pack_bf16 returned for b")
+        if not isinstance(err, np.ndarray) or err.dtype != np.float64 or err.shape != (b.n,) \
+                or not err.flags.c_contiguous:
+            raise TypeError(f"err must be a contiguous float64 array of shape ({b.n},)")
+        cdef cnp.ndarray bias_arr = _vector(bias, "bias", b.n) if bias is not None else None
+        for name, v in (("err_max", err_max), ("w_norm_max", w_norm_max), ("bias_max", bias_max),
+                        ("rel", rel), ("abs_err", abs_err)):
+            if not (0.0 <= v < float("inf")):
+                raise ValueError(f"{name} must be finite and >= 0, got {v}")
+        self.refs = (b, packed_bf16, bias_arr, err)
+        self.s.rp = <const unsigned short *>cnp.PyArray_DATA(<cnp.ndarray>packed_bf16)
+        self.s.bp = _cptr(<cnp.ndarray>b.data)
+        self.s.bias = _cptr(bias_arr) if bias_arr is not None else NULL
+        self.s.err = <const double *>cnp.PyArray_DATA(<cnp.ndarray>err)
+        self.s.err_max = err_max
+        self.s.w_norm_max = w_norm_max
+        self.s.bias_max = bias_max
+        self.s.rel = rel
+        self.s.abs_err = abs_err
+        self.s.n = b.n
+        self.s.k = b.k
+
+
+def screen_argmax(Screen screen not None, object x, object banned=None, int max_cand=1024):
+    """Greedy tokens (int64, one per row of x) through the screen, or None when the caller must
+    compute the full logits (see pt_screen_argmax in csrc/pt_screen.h)."""
+    cdef cnp.ndarray X = _check(x, "x", 2)
+    cdef int m = X.shape[0]
+    cdef int n = screen.s.n
+    if X.shape[1] != screen.s.k:
+        raise ValueError(f"x has {X.shape[1]} features but the projection expects {screen.s.k}")
+    if m > PT_SCREEN_MAX_ROWS:
+        return None
+    cdef cnp.ndarray M = None
+    if banned is not None:
+        if not isinstance(banned, np.ndarray) or banned.dtype not in (np.bool_, np.uint8) \
+                or banned.shape != (n,) or not banned.flags.c_contiguous:
+            raise TypeError(f"banned must be a contiguous bool or uint8 array of shape ({n},)")
+        M = <cnp.ndarray>banned
+    if max_cand < 1:
+        raise ValueError(f"max_cand must be >= 1, got {max_cand}")
+    cdef cnp.ndarray g = np.empty(m * <Py_ssize_t>n, dtype=np.float32)
+    cdef cnp.ndarray cand = np.empty(max_cand, dtype=np.int32)
+    cdef cnp.ndarray tokens = np.empty(m, dtype=np.int64)
+    cdef pt_gemm_bf16_fn approx
+    cdef pt_gemm_packed_fn exact
+    if _isa == ISA_AVX512:
+        approx, exact = pt_gemm_bf16_avx512, pt_gemm_packed_avx512
+    elif _isa == ISA_AVX2:
+        approx, exact = pt_gemm_bf16_avx2, pt_gemm_packed_avx2
+    else:
+        approx, exact = pt_gemm_bf16_generic, pt_gemm_packed_generic
+    cdef const float *px = _cptr(X)
+    cdef Py_ssize_t ldx = _ld(X, 0) if m > 1 else screen.s.k
+    cdef const unsigned char *pm = <const unsigned char *>cnp.PyArray_DATA(M) if M is not None else NULL
+    cdef float *pg = _ptr(g)
+    cdef int32_t *pc = <int32_t *>cnp.PyArray_DATA(cand)
+    cdef long long *pt = <long long *>cnp.PyArray_DATA(tokens)
+    cdef int nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
+    cdef int status
+    with nogil:
+        status = pt_screen_argmax(&screen.s, approx, exact, px, ldx, m, pm, max_cand, nt, pg, pc, pt)
+    if status < 0:
+        _status(-status, "screen_argmax")
+    return tokens if status == 1 else None
 
 
 # ---------------------------------------------------------------- element-wise

@@ -52,6 +52,21 @@ def test_pack_bf16_rounds_to_nearest_even_and_sums_match(rng, n, k):
         np.testing.assert_allclose(got_sum, exact, rtol=3 * (k + 1) * 2.0 ** -24, atol=1e-40)
 
 
+def test_pack_bf16_same_bits_on_every_path(rng):
+    lin = packed_linear(rng, 77, 130, scale=1e-3)[2]
+    before = K.get_isa()
+    try:
+        results = []
+        for isa in ISAS:
+            K.set_isa(isa)
+            results.append(K.pack_bf16(lin.packed))
+    finally:
+        K.set_isa(before)
+    for r in results[1:]:
+        for a, b in zip(r, results[0]):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_pack_bf16_non_finite_values_give_non_finite_sums():
     w = np.ones((20, 8), dtype=np.float32)
     w[3, 2] = np.inf
@@ -228,6 +243,43 @@ def test_screen_declines_what_it_cannot_decide(rng):
     assert screen.argmax(x * np.float32(1e35)) is None                         # could overflow
     flat = Linear(np.ones((3000, 48), dtype=np.float32) + rng.standard_normal((3000, 48)).astype(np.float32) * 1e-4)
     assert OutputScreen.build(flat).argmax(x) is None                           # thousands of near-ties
+
+
+def test_screen_kernel_rejects_bad_arguments(rng):
+    w, b, lin = packed_linear(rng, 50, 12)
+    screen = OutputScreen.build(lin)
+    x = rng.standard_normal((2, 12)).astype(np.float32)
+    with pytest.raises(ValueError, match="features"):
+        K.screen_argmax(screen.kernel, np.ones((2, 13), dtype=np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        K.screen_argmax(screen.kernel, x.astype(np.float64))
+    with pytest.raises(TypeError, match="banned"):
+        K.screen_argmax(screen.kernel, x, np.zeros(49, dtype=bool))
+    with pytest.raises(TypeError, match="banned"):
+        K.screen_argmax(screen.kernel, x, np.zeros(50, dtype=np.int32))
+    with pytest.raises(ValueError, match="max_cand"):
+        K.screen_argmax(screen.kernel, x, None, 0)
+    with pytest.raises(TypeError):
+        K.screen_argmax(None, x)
+    with pytest.raises(TypeError, match="packed_bf16"):
+        K.Screen(lin.packed, screen.bf16[:-1], b, screen.err, 1.0, 1.0, 1.0, 1e-6, 0.0)
+    with pytest.raises(TypeError, match="err"):
+        K.Screen(lin.packed, screen.bf16, b, screen.err[:-1], 1.0, 1.0, 1.0, 1e-6, 0.0)
+    with pytest.raises(ValueError, match="bias"):
+        K.Screen(lin.packed, screen.bf16, b[:-1], screen.err, 1.0, 1.0, 1.0, 1e-6, 0.0)
+    with pytest.raises(ValueError, match="rel"):
+        K.Screen(lin.packed, screen.bf16, b, screen.err, 1.0, 1.0, 1.0, float("nan"), 0.0)
+    # x = 0: the logits are the bias, exactly
+    np.testing.assert_array_equal(K.screen_argmax(screen.kernel, np.zeros((1, 12), dtype=np.float32)),
+                                  [np.argmax(b)])
+    # two exactly tied columns are two candidates: with room for one, the screen declines
+    w[30] *= 10 / np.linalg.norm(w[30])
+    w[7] = w[30]
+    tied = Linear(w, None)
+    x1 = np.ascontiguousarray(w[30:31])         # logit 100 for columns 7 and 30, under 50 elsewhere
+    s2 = OutputScreen.build(tied)
+    assert K.screen_argmax(s2.kernel, x1, None, 1) is None
+    np.testing.assert_array_equal(K.screen_argmax(s2.kernel, x1, None, 2), [7])
 
 
 def test_non_finite_weights_or_bias_get_no_screen(rng):
