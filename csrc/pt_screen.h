@@ -63,12 +63,24 @@ int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_
 
 /* ---- shared by the three paths (not public API) */
 
-/* Rows of a at once (the widest tile any path uses) and panels per work chunk. */
+/* Rows of a at once (the tallest tile any path uses). */
 #define PT_SCREEN_MAX_ROWS 4
-/* A path's computation of rows [r0, r1) (at most PT_SCREEN_MAX_ROWS) x panels [p0, p1). */
-typedef void (*pt_screen_region_fn)(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
-                                    float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1, int n, int k);
-int pt_screen_drive(pt_screen_region_fn region, const float *a, ptrdiff_t lda, const uint16_t *rp,
+/* Panels of the widest tile any path uses. */
+#define PT_SCREEN_MAX_NP 8
+/* A tile kernel: tile[r * np * PT_NR + q * PT_NR + jj] = sum_kk a[r * lda + kk] * R[kk, panel q col jj]
+ * for its own fixed rows and np panels starting at rp (panels pstride values apart). */
+typedef void (*pt_screen_tile_fn)(const float *a, ptrdiff_t lda, const uint16_t *rp, size_t pstride, int k,
+                                  float *tile);
+/* A path's tile kernels by number of rows (index 1..PT_SCREEN_MAX_ROWS): the widest, taking
+ * wide_np[rows] panels, and the one-panel kernel for what is left. */
+typedef struct {
+    pt_screen_tile_fn wide[PT_SCREEN_MAX_ROWS + 1];
+    pt_screen_tile_fn one[PT_SCREEN_MAX_ROWS + 1];
+    int wide_np[PT_SCREEN_MAX_ROWS + 1];
+} pt_screen_tiles;
+/* The body of every pt_gemm_bf16_*: checks the arguments, splits the panels into chunks over the
+ * threads and runs the path's tiles over each chunk, a group of rows at a time; adds the bias. */
+int pt_screen_drive(const pt_screen_tiles *tiles, const float *a, ptrdiff_t lda, const uint16_t *rp,
                     const float *bias, float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
 
 static inline float pt_bf16_to_float(uint16_t h) {

@@ -46,34 +46,15 @@ PT_DEFINE_SCREEN16(3, 1)
 PT_DEFINE_SCREEN16(4, 4)
 PT_DEFINE_SCREEN16(4, 1)
 
-typedef void (*screen16_fn)(const float *, ptrdiff_t, const uint16_t *, size_t, int, float *);
-
-static void region_avx512(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
-                          float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1, int n, int k) {
-    static const screen16_fn wide[PT_SCREEN_MAX_ROWS + 1] = {NULL, screen16_1x8, screen16_2x4, screen16_3x4, screen16_4x4};
-    static const screen16_fn one[PT_SCREEN_MAX_ROWS + 1] = {NULL, screen16_1x1, screen16_2x1, screen16_3x1, screen16_4x1};
-    static const int wide_np[PT_SCREEN_MAX_ROWS + 1] = {0, 8, 4, 4, 4};
-    _Alignas(64) float tile[PT_SCREEN_MAX_ROWS * 8 * PT_NR];
-    int rows = r1 - r0;
-    size_t pstride = (size_t)k * PT_NR;
-    const float *arow = a + (ptrdiff_t)r0 * lda;
-    for (int p = p0; p < p1;) {
-        int np = wide_np[rows] <= p1 - p ? wide_np[rows] : 1;
-        (np > 1 ? wide[rows] : one[rows])(arow, lda, rp + (size_t)p * pstride, pstride, k, tile);
-        for (int r = 0; r < rows; r++) {
-            float *out = c + (ptrdiff_t)(r0 + r) * ldc;
-            for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
-                float v = tile[r * np * PT_NR + (j - p * PT_NR)];
-                out[j] = bias != NULL ? v + bias[j] : v;
-            }
-        }
-        p += np;
-    }
-}
+static const pt_screen_tiles tiles_avx512 = {
+    {NULL, screen16_1x8, screen16_2x4, screen16_3x4, screen16_4x4},
+    {NULL, screen16_1x1, screen16_2x1, screen16_3x1, screen16_4x1},
+    {0, 8, 4, 4, 4},
+};
 
 int pt_gemm_bf16_avx512(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
                         float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
-    return pt_screen_drive(region_avx512, a, lda, rp, bias, c, ldc, m, n, k, nthreads);
+    return pt_screen_drive(&tiles_avx512, a, lda, rp, bias, c, ldc, m, n, k, nthreads);
 }
 
 #else

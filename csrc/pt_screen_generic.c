@@ -1,5 +1,6 @@
-/* pt_screen_generic.c - bfloat16 packing with its error sums, the threaded driver of the screening
- * GEMM and its portable path. */
+/* pt_screen_generic.c - bfloat16 packing with its error sums (portable build), the screened argmax
+ * of a greedy step, the threaded driver of the screening GEMM and its portable path. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include "pt_screen.h"
@@ -47,7 +48,7 @@ int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_
          * g_j (1 +- rel) >= low - (xn * err_max + abs_err) whatever the sign of g_j */
         double reach = low - (xn * s->err_max + abs_err);
         double t = fmin(reach / (1.0 + rel), reach / (1.0 - rel));
-        float t32 = (float)t;
+        float t32 = t < -FLT_MAX ? -HUGE_VALF : (float)t;          /* |t| < 1e37 here, but be safe */
         if ((double)t32 > t) t32 = nextafterf(t32, -HUGE_VALF);   /* round down, never up */
         int count = 0;
         for (int j = 0; j < n; j++) {
@@ -85,9 +86,31 @@ int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_
 /* Panels per chunk of work: 8 panels of k = 512 are 128 KiB of bf16. */
 #define PT_SCREEN_CHUNK_PANELS 8
 
-int pt_screen_drive(pt_screen_region_fn region, const float *a, ptrdiff_t lda, const uint16_t *rp,
+/* Rows [r0, r1) x panels [p0, p1) on the calling thread. */
+static void screen_region(const pt_screen_tiles *tiles, const float *a, ptrdiff_t lda, const uint16_t *rp,
+                          const float *bias, float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1,
+                          int n, int k) {
+    float tile[PT_SCREEN_MAX_ROWS * PT_SCREEN_MAX_NP * PT_NR];
+    int rows = r1 - r0;
+    size_t pstride = (size_t)k * PT_NR;
+    const float *arow = a + (ptrdiff_t)r0 * lda;
+    for (int p = p0; p < p1;) {
+        int np = tiles->wide_np[rows] <= p1 - p ? tiles->wide_np[rows] : 1;
+        (np > 1 ? tiles->wide[rows] : tiles->one[rows])(arow, lda, rp + (size_t)p * pstride, pstride, k, tile);
+        for (int r = 0; r < rows; r++) {
+            float *out = c + (ptrdiff_t)(r0 + r) * ldc;
+            for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
+                float v = tile[r * np * PT_NR + (j - p * PT_NR)];
+                out[j] = bias != NULL ? v + bias[j] : v;
+            }
+        }
+        p += np;
+    }
+}
+
+int pt_screen_drive(const pt_screen_tiles *tiles, const float *a, ptrdiff_t lda, const uint16_t *rp,
                     const float *bias, float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
-    if (a == NULL || rp == NULL || c == NULL || m < 1 || n < 1 || k < 1 || nthreads < 1 ||
+    if (tiles == NULL || a == NULL || rp == NULL || c == NULL || m < 1 || n < 1 || k < 1 || nthreads < 1 ||
         lda < k || ldc < n)
         return PT_ERR_ARG;
     int npanels = (n + PT_NR - 1) / PT_NR;
@@ -98,32 +121,38 @@ int pt_screen_drive(pt_screen_region_fn region, const float *a, ptrdiff_t lda, c
         int p1 = p0 + PT_SCREEN_CHUNK_PANELS < npanels ? p0 + PT_SCREEN_CHUNK_PANELS : npanels;
         for (int r0 = 0; r0 < m; r0 += PT_SCREEN_MAX_ROWS) {
             int r1 = m - r0 < PT_SCREEN_MAX_ROWS ? m : r0 + PT_SCREEN_MAX_ROWS;
-            region(a, lda, rp, bias, c, ldc, r0, r1, p0, p1, n, k);
+            screen_region(tiles, a, lda, rp, bias, c, ldc, r0, r1, p0, p1, n, k);
         }
     });
     return PT_OK;
 }
 
-static void region_generic(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
-                           float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1, int n, int k) {
-    for (int p = p0; p < p1; p++) {
-        const uint16_t *panel = rp + (size_t)p * k * PT_NR;
-        int j0 = p * PT_NR;
-        int ncols = n - j0 < PT_NR ? n - j0 : PT_NR;
-        for (int i = r0; i < r1; i++) {
-            float acc[PT_NR] = {0};
-            const float *arow = a + (ptrdiff_t)i * lda;
-            for (int kk = 0; kk < k; kk++) {
-                float av = arow[kk];
-                for (int jj = 0; jj < PT_NR; jj++) acc[jj] += av * pt_bf16_to_float(panel[(size_t)kk * PT_NR + jj]);
-            }
-            for (int jj = 0; jj < ncols; jj++)
-                c[(ptrdiff_t)i * ldc + j0 + jj] = bias != NULL ? acc[jj] + bias[j0 + jj] : acc[jj];
-        }
+/* Portable tiles: MR rows x one panel, a plain multiply and add per value. */
+#define PT_DEFINE_SCREEN_GENERIC(MR)                                                                       \
+    static void screen_generic_##MR(const float *a, ptrdiff_t lda, const uint16_t *rp, size_t pstride,     \
+                                    int k, float *tile) {                                                  \
+        (void)pstride;                                                                                     \
+        float acc[MR][PT_NR] = {{0}};                                                                      \
+        for (int kk = 0; kk < k; kk++)                                                                     \
+            for (int r = 0; r < MR; r++) {                                                                 \
+                float av = a[r * lda + kk];                                                                \
+                for (int jj = 0; jj < PT_NR; jj++)                                                         \
+                    acc[r][jj] += av * pt_bf16_to_float(rp[(size_t)kk * PT_NR + jj]);                     \
+            }                                                                                              \
+        memcpy(tile, acc, sizeof acc);                                                                     \
     }
-}
+PT_DEFINE_SCREEN_GENERIC(1)
+PT_DEFINE_SCREEN_GENERIC(2)
+PT_DEFINE_SCREEN_GENERIC(3)
+PT_DEFINE_SCREEN_GENERIC(4)
+
+static const pt_screen_tiles tiles_generic = {
+    {NULL, screen_generic_1, screen_generic_2, screen_generic_3, screen_generic_4},
+    {NULL, screen_generic_1, screen_generic_2, screen_generic_3, screen_generic_4},
+    {0, 1, 1, 1, 1},
+};
 
 int pt_gemm_bf16_generic(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
                          float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
-    return pt_screen_drive(region_generic, a, lda, rp, bias, c, ldc, m, n, k, nthreads);
+    return pt_screen_drive(&tiles_generic, a, lda, rp, bias, c, ldc, m, n, k, nthreads);
 }

@@ -6,9 +6,9 @@ bfloat16 copy of those weights and, for each row x of a step:
 
   1. computes approximate logits g = x R + b with the copy R (half the bytes of the float32 GEMM);
   2. bounds |f_j - g_j| <= e_j for every column j, where f is what the float32 GEMM computes;
-  3. keeps the allowed columns whose interval [g_j - e_j, g_j + e_j] reaches the largest lower
-     bound max_i (g_i - e_i): any other column is below that column's exact value, so it cannot be
-     the argmax;
+  3. keeps the allowed columns whose interval [g_j - e_j, g_j + e_j] reaches g_i - e_i, the lower
+     bound of the allowed column i with the largest g_i: any other column is below column i's
+     exact value, so it cannot be the argmax;
   4. recomputes the kept columns with the float32 GEMM - bit for bit what the full GEMM gives them
      (the determinism contract of csrc/pt_gemm.h) - and takes the first maximum, as argmax does.
 
@@ -22,8 +22,7 @@ gamma = k u / (1 - k u), u = 2^-24. The standard dot-product bound, Cauchy-Schwa
     |s - t| <= |x . (w - r)| + gamma (|x| . |w| + |x| . |r|)
             <= ||x|| (||w - r|| (1 + gamma) + 2 gamma ||w||) = ||x|| err_j,
 err_j precomputed per column in float64 from upper bounds of the sums of squares that the
-packing kernel returns. Adding the bias
-rounds once on each side (relative u), so
+packing kernel returns. Adding the bias rounds once on each side (relative u), so
     |f_j - g_j| <= ||x|| err_j (1 + u) + 2u (|g_j| + |f_j - g_j|) / (1 - u),
 which e_j = ||x|| err_j (1 + 2^-20) + 2^-21 |g_j| + k 2^-146 covers with room to spare: the slack
 absorbs the float64 rounding of the norms and sums (~1e-13 relative), and the absolute term the
@@ -34,9 +33,8 @@ When screening cannot decide cheaply - non-finite or huge values that could over
 column, more than MAX_CANDIDATES candidates - argmax returns None and the caller computes the full
 logits. A model whose output weights are not all finite gets no screen at all.
 
-In the kernel, the lower bound is that of the allowed column with the largest g (any allowed
-column's lower bound is below the exact maximum), and a float32 prefilter with the largest err_j
-skips the double-precision test for nearly every column.
+In the kernel (pt_screen_argmax), a float32 prefilter with the largest err_j skips the
+double-precision test for nearly every column.
 """
 
 import numpy as np
@@ -69,7 +67,6 @@ class OutputScreen:
         bias_max = 0.0 if output.bias is None else float(np.abs(output.bias).max())
         self.kernel = K.Screen(output.packed, bf16, output.bias, err, float(err.max()), w_norm_max,
                                bias_max, _REL, self.abs_err)
-        self.nbytes = bf16.nbytes + err.nbytes
 
     @classmethod
     def build(cls, output):
