@@ -43,18 +43,24 @@ __all__ = ["load", "save", "Model", "WeightsError", "ops", "cpu_info", "get_isa"
            "set_num_threads", "get_num_threads", "set_cache_limit", "get_cache_limit", "__version__"]
 
 
-def load(path):
+def load(path, output_screen=True):
     """Load a model directory into a Model: pytransformer's own format (config.json +
     model.safetensors, optional vocab.json) or a Hugging Face directory of a supported family
     (MarianMT, BART/mBART, T5/flan-T5, M2M100/NLLB). Weights are validated, memory-mapped and
-    packed once for the GEMM."""
+    packed once for the GEMM.
+
+    output_screen=False: never keep the bfloat16 copy of the output projection that speeds up
+    greedy decoding of small batches (half the projection's size in memory; same tokens either
+    way; see Model.set_output_screen)."""
     from . import hf
     from .text import check_compatible, load_tokenizer
+    if not isinstance(output_screen, bool):
+        raise TypeError(f"output_screen must be True or False, got {output_screen!r}")
     path = os.fspath(path)
     if hf.is_hf_directory(path):      # a Hugging Face directory, read as it is
-        return hf.load_hf(path)
+        return hf.load_hf(path, output_screen=output_screen)
     config, tensors = load_weights(path)
-    model = Model(config, tensors, path=path)
+    model = Model(config, tensors, path=path, output_screen=output_screen)
     tokenizer = load_tokenizer(path)
     if tokenizer is not None:
         check_compatible(tokenizer, config, where=path)

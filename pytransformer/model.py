@@ -261,7 +261,7 @@ class Model:
     # (same tokens; see pytransformer/screen.py). Smaller ones are cheap to read in full.
     SCREEN_MIN_BYTES = 4 << 20
 
-    def __init__(self, config: ModelConfig, tensors: dict, path=None):
+    def __init__(self, config: ModelConfig, tensors: dict, path=None, output_screen=True):
         self.config = cfg = config
         self.path = path
         t = tensors
@@ -271,13 +271,13 @@ class Model:
         self.head_dim = cfg.head_dim
         self.attention_dim = cfg.attention_dim
         try:
-            self._build(t, cfg)
+            self._build(t, cfg, output_screen)
         except KeyError as e:  # the loader already checked names; this guards direct construction
             raise WeightsError(f"missing tensor {e.args[0]!r}") from None
         _return_freed_heap()
 
     # ------------------------------------------------------------------ construction
-    def _build(self, t, cfg):
+    def _build(self, t, cfg, output_screen):
         src_table = t["src_embedding.weight"]
         tgt_table = src_table if cfg.shared_embeddings else t["tgt_embedding.weight"]
         # The output projection is a GEMM with B = table^T. When it is tied, the packed copy also
@@ -289,7 +289,7 @@ class Model:
             self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None)
             self.tgt_embed = _own(tgt_table)
         self.output_screen = None
-        if self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
+        if output_screen and self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
             self.set_output_screen(True)
         if cfg.shared_embeddings and cfg.tie_output:
             self.src_embed = self.tgt_embed

@@ -353,3 +353,8 @@ def test_model_decodes_the_same_tokens_with_and_without_the_screen(tmp_path):
     assert len(calls) > 100, "the screen was not used"
     assert not model.set_output_screen(False) and model.output_screen is None
     assert model.set_output_screen(True)
+    plain = pytransformer.load(tmp_path, output_screen=False)
+    assert plain.output_screen is None
+    np.testing.assert_array_equal(plain.generate(srcs[:1], 20)[0], model.generate(srcs[:1], 20)[0])
+    with pytest.raises(TypeError, match="output_screen"):
+        pytransformer.load(tmp_path, output_screen="no")
