@@ -243,6 +243,23 @@ def test_greedy_matches_transformers_batched_and_alone(family):
         assert all(w[0] == model.forced_bos_id for w in want)
 
 
+def test_greedy_with_output_screen_matches_transformers(family):
+    """Every family (T5's output scale, forced BOS/EOS, suppressed ids, final logits bias) with the
+    bfloat16 screen of the output projection forced on: the same tokens as transformers, in
+    batches of up to 4 (the screened sizes) and alone."""
+    name, ref, model, srcs = family
+    want = _hf_generate(ref, srcs, MAX_NEW)
+    assert model.output_screen is None and model.set_output_screen(True)
+    try:
+        got = [list(t) for i in range(0, len(srcs), 4) for t in model.generate(srcs[i:i + 4], MAX_NEW)]
+        alone = [list(model.generate([s], MAX_NEW)[0]) for s in srcs[:6]]
+    finally:
+        model.set_output_screen(False)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, f"{name}: source {i} with the screen: {g} != transformers {w}"
+    assert alone == want[:6], f"{name}: alone with the screen"
+
+
 def test_family_settings_are_read(family):
     name, ref, model, _ = family
     cfg, gc = model.config, ref.generation_config
