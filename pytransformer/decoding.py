@@ -1,9 +1,8 @@
 """pytransformer.decoding - greedy search over Model.decode_hidden with a preallocated DecoderState.
 
 The loop sees decode_hidden, the output projection and its screen: encoder, caches and layers
-are the model's business. Every
-sequence stops at its own EOS; finished rows keep their slot (so the others stay bitwise the
-same as when decoded alone) and their outputs are ignored.
+are the model's business. Every sequence stops at its own EOS; finished rows keep their slot (so
+the others stay bitwise the same as when decoded alone) and their outputs are ignored.
 """
 import os
 
