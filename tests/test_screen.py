@@ -318,9 +318,9 @@ def test_property_screened_argmax_is_the_float32_argmax(seed, n, k, B, dup, scal
 
 # ---------------------------------------------------------------- whole models
 
-def test_model_decodes_the_same_tokens_with_and_without_the_screen(tmp_path):
-    """A model whose vocabulary is large enough to be screened by default (8,000 x 256 floats),
-    greedy with suppressed ids, min_new_tokens and a forced BOS: identical tokens, batch 1-4."""
+@pytest.fixture(scope="module")
+def screened_model(tmp_path_factory):
+    """A model whose vocabulary is large enough to be screened by default (8,000 x 256 floats)."""
     from pytransformer import export, torch_reference
     cfg = dict(format="pytransformer", format_version=1, encoder_layers=1, decoder_layers=2,
                max_positions=64, d_model=256, num_heads=4, ffn_dim=256, src_vocab_size=8000,
@@ -328,33 +328,81 @@ def test_model_decodes_the_same_tokens_with_and_without_the_screen(tmp_path):
                encoder_final_norm=True, decoder_final_norm=True, positional_encoding="sinusoidal",
                sinusoidal_layout="halves", scale_embeddings=True, tie_output=True, output_bias=True,
                pad_id=0, bos_id=None, eos_id=1, decoder_start_id=0)
-    export.from_torch(torch_reference.init_seeded(cfg, seed=3).eval(), tmp_path)
-    model = pytransformer.load(tmp_path)
+    path = tmp_path_factory.mktemp("screened")
+    export.from_torch(torch_reference.init_seeded(cfg, seed=3).eval(), path)
+    model = pytransformer.load(path)
     assert model.output_screen is not None, "8,000 x 256 float32 weights are above SCREEN_MIN_BYTES"
+    return path, model
+
+
+def test_model_decodes_the_same_tokens_with_and_without_the_screen(screened_model):
+    """Greedy with suppressed ids, min_new_tokens and a forced BOS: identical tokens, batch 1-4."""
+    path, model = screened_model
     rng = np.random.default_rng(2)
     srcs = [rng.integers(2, 8000, size=int(n)) for n in rng.integers(1, 30, size=8)]
     calls = []
-    original = model.output_screen.argmax
-    model.output_screen.argmax = lambda *a: calls.append(1) or original(*a)
-    for setup in ({}, {"suppressed_ids": np.array([5, 77, 4000])}, {"forced_bos_id": 9}):
-        for name, value in setup.items():
-            setattr(model, name, value)
-        for B in (1, 2, 4):
-            for i in range(0, 8, B):
-                batch = srcs[i:i + B]
-                on = model.generate(batch, 20, min_new_tokens=3)
-                model.output_screen, saved = None, model.output_screen
-                off = model.generate(batch, 20, min_new_tokens=3)
-                model.output_screen = saved
-                for a, b in zip(on, off):
-                    np.testing.assert_array_equal(a, b)
-        for name in setup:
-            setattr(model, name, None)
+    screen = model.output_screen
+    original = screen.argmax
+    screen.argmax = lambda *a: calls.append(1) or original(*a)
+    try:
+        for setup in ({}, {"suppressed_ids": np.array([5, 77, 4000])}, {"forced_bos_id": 9}):
+            for name, value in setup.items():
+                setattr(model, name, value)
+            for B in (1, 2, 4):
+                for i in range(0, 8, B):
+                    batch = srcs[i:i + B]
+                    on = model.generate(batch, 20, min_new_tokens=3)
+                    model.output_screen = None
+                    off = model.generate(batch, 20, min_new_tokens=3)
+                    model.output_screen = screen
+                    for a, b in zip(on, off):
+                        np.testing.assert_array_equal(a, b)
+            for name in setup:
+                setattr(model, name, None)
+    finally:
+        del screen.argmax
     assert len(calls) > 100, "the screen was not used"
     assert not model.set_output_screen(False) and model.output_screen is None
     assert model.set_output_screen(True)
-    plain = pytransformer.load(tmp_path, output_screen=False)
+    plain = pytransformer.load(path, output_screen=False)
     assert plain.output_screen is None
     np.testing.assert_array_equal(plain.generate(srcs[:1], 20)[0], model.generate(srcs[:1], 20)[0])
     with pytest.raises(TypeError, match="output_screen"):
-        pytransformer.load(tmp_path, output_screen="no")
+        pytransformer.load(path, output_screen="no")
+
+
+def test_python_threads_share_the_screen(screened_model):
+    """8 Python threads decode through one model's screen at once (batches of 1-4, 2 kernel
+    threads each): every result equals the sequential one."""
+    import threading
+    _, model = screened_model
+    rng = np.random.default_rng(8)
+    jobs = [[rng.integers(2, 8000, size=int(n)) for n in rng.integers(1, 25, size=1 + j % 4)]
+            for j in range(8)]
+    want = [model.generate(srcs, 12) for srcs in jobs]
+    got, errors = [None] * len(jobs), []
+    barrier = threading.Barrier(len(jobs))
+
+    def worker(j):
+        try:
+            barrier.wait(timeout=60)
+            got[j] = [model.generate(jobs[j], 12) for _ in range(3)]
+        except BaseException as exc:       # reported in the main thread
+            errors.append((j, repr(exc)))
+            barrier.abort()
+
+    before = K.get_num_threads()
+    K.set_num_threads(2)
+    try:
+        threads = [threading.Thread(target=worker, args=(j,)) for j in range(len(jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        K.set_num_threads(before)
+    assert not errors, errors
+    for j, rounds in enumerate(got):
+        for r in rounds:
+            for a, b in zip(r, want[j]):
+                np.testing.assert_array_equal(a, b, err_msg=f"thread {j}")
