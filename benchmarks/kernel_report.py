@@ -85,6 +85,26 @@ def main(argv=None):
         rows.append((f"M={m}, N={n}, K={k}", {kk: 2 * m * n * k / v / 1e9 for kk, v in t.items()},
                      bound / min(t[e] for e in t if e.startswith("pytransformer"))))
 
+    # ---- the greedy argmax of the output layer through its bfloat16 screen (the whole
+    # screen_argmax call: bf16 GEMM, candidates, exact rescoring); GFLOP/s of the float32 product
+    # it replaces, and its share of the bound for the bf16 bytes it streams
+    from pytransformer.model import Linear
+    from pytransformer.screen import OutputScreen
+    m, n, k = 1, 58101, 512
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    lin = Linear(w)
+    screen = OutputScreen.build(lin)
+    y = np.empty((m, n), np.float32)
+    assert screen.argmax(x)[0] == np.argmax(x.astype(np.float64) @ w.T.astype(np.float64))
+    fns = {**pytransformer_paths(lambda: screen.argmax(x)),
+           "numpy": looped(lambda: np.argmax(np.matmul(x, w.T, out=y)))}
+    t = alternate_timed(fns, args.reps, min_time=0.05)
+    bound = (n * k * 2) / (bw * 1e9)
+    rows.append((f"greedy argmax of M=1, N={n}, K={k} (bf16 screen)",
+                 {kk: 2 * m * n * k / v / 1e9 for kk, v in t.items()},
+                 bound / min(t[e] for e in t if e.startswith("pytransformer"))))
+
     K.set_isa(default_isa)
     if torch is not None:
         torch.close()
