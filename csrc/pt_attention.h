@@ -21,6 +21,15 @@ typedef struct {
  * thread count or batch composition. */
 size_t pt_attention_scratch_size(int kv_len, int nthreads);
 
+/* (Both paths.) Threads pay off once the keys and values read outweigh a parallel region's start
+ * and join: decode-time attention reads caches that the weight stream has evicted, so it is
+ * memory-bound, and waking a sleeping OpenMP worker costs ~15 us on the development machine. One
+ * thread streams E key elements (and as many values) at ~12 GB/s, two at ~20 GB/s plus that
+ * wake-up: they break even near E = 56K. Counted in key elements touched (pairs x keys x head_dim).
+ * Raised from 8192: the cross- and self-attention of a batch-1 opus-mt-size decode step (16-32K)
+ * now run on one thread, 0.47-0.62 -> 0.32-0.44 ms of attention per step (interleaved builds). */
+#define PT_ATTN_PARALLEL_GRAIN 65536.0
+
 int pt_attention_generic(const float *q, pt_strides qs, const float *k, pt_strides ks,
                          const float *v, pt_strides vs, float *out, pt_strides os,
                          const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,

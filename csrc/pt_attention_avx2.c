@@ -15,10 +15,6 @@
  * The softmax of a query row sees exactly its visible keys, and the output element d is one FMA chain
  * over those keys in order. Nothing depends on kv_len, q_len, other batch rows or the thread count. */
 
-/* Threads pay off once the keys and values read outweigh a parallel region's start-up (a few us):
- * decode-time attention reads caches that the weight stream has evicted, so it is memory-bound.
- * Measured in key elements touched (pairs x keys x head_dim). */
-#define PT_ATTN_PARALLEL_GRAIN 8192.0
 #define PT_ATTN_ROW_ALIGN 16 /* must match the rule in pt_attention_scratch_size */
 
 static inline int visible_keys(int kv_valid, int causal, int q_offset, int t) {

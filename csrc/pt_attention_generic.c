@@ -18,12 +18,6 @@ size_t pt_attention_scratch_size(int kv_len, int nthreads) {
     return (size_t)(nthreads < 1 ? 1 : nthreads) * PT_ATTN_QUERY_BLOCK * row;
 }
 
-/* Below this many multiply-adds (both products) one thread is faster than a parallel region. */
-/* Threads pay off once the keys and values read outweigh a parallel region's start-up (a few us):
- * decode-time attention reads caches that the weight stream has evicted, so it is memory-bound.
- * Measured in key elements touched (pairs x keys x head_dim). */
-#define PT_ATTN_PARALLEL_GRAIN 8192.0
-
 /* Number of keys query t may see: s < kv_valid and, when causal, s <= q_offset + t. */
 static inline int visible_keys(int kv_valid, int causal, int q_offset, int t) {
     if (!causal) return kv_valid;
