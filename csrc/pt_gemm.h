@@ -51,5 +51,9 @@ int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
 int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                           int m, int n, int k, int act, int nthreads);
+/* Any of the three, as chosen at run time. */
+typedef int (*pt_gemm_packed_fn)(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
+                                 const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
+                                 int m, int n, int k, int act, int nthreads);
 
 #endif

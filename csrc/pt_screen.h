@@ -5,6 +5,7 @@
 #define PT_SCREEN_H
 
 #include "pt_common.h"
+#include "pt_gemm.h"
 
 /* Round each of the pt_packed_b_size(k, n) floats of a packed matrix to bfloat16 (nearest, ties to
  * even; the high 16 bits of the float32 that results), keeping the panel layout, and for every
@@ -28,10 +29,6 @@ int pt_gemm_bf16_avx2(const float *a, ptrdiff_t lda, const uint16_t *rp, const f
 int pt_gemm_bf16_avx512(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
                         float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
 
-/* The exact float32 GEMM of one path (pt_gemm_packed_generic / _avx2 / _avx512). */
-typedef int (*pt_gemm_packed_fn)(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
-                                 const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
-                                 int m, int n, int k, int act, int nthreads);
 /* The screening GEMM of one path (pt_gemm_bf16_generic / _avx2 / _avx512). */
 typedef int (*pt_gemm_bf16_fn)(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
                                float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads);
@@ -63,7 +60,10 @@ int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_
 
 /* ---- shared by the three paths (not public API) */
 
-/* Rows of a at once (the tallest tile any path uses). */
+/* Rows of a at once (the tallest tile any path uses), and the most rows a greedy step screens:
+ * greedy decoding of the opus-mt-size model, 64 steps, 2 threads, screen vs float32 projection
+ * measured 1.23x faster at batch 1, 1.17x at 4, level at 8, 0.94x at 16 (the float32 GEMM then
+ * reads each weight once for many rows and is compute-bound). */
 #define PT_SCREEN_MAX_ROWS 4
 /* Panels of the widest tile any path uses. */
 #define PT_SCREEN_MAX_NP 8

@@ -477,7 +477,7 @@ def profile_decode_step(model, src, steps, reps=3):
         for _ in range(steps):
             h = model.decode_hidden(state, tokens)
             t1 = clock()
-            nxt = None if screen is None else screen.argmax(h)
+            nxt = None if screen is None else screen.argmax(h, scratch=state.logits)
             if nxt is None:
                 logits = model.output(h, out=state.logits)
                 t1 = clock()

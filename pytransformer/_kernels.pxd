@@ -42,6 +42,9 @@ cdef extern from "pt_gemm.h" nogil:
     int pt_gemm_packed_avx512(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
                               const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
                               int m, int n, int k, int act, int nthreads)
+    ctypedef int (*pt_gemm_packed_fn)(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
+                                      const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
+                                      int m, int n, int k, int act, int nthreads)
 
 cdef extern from "pt_screen.h" nogil:
     int pt_pack_bf16_generic(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
@@ -54,9 +57,6 @@ cdef extern from "pt_screen.h" nogil:
                             float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
     enum:
         PT_SCREEN_MAX_ROWS
-    ctypedef int (*pt_gemm_packed_fn)(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
-                                      const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
-                                      int m, int n, int k, int act, int nthreads)
     ctypedef int (*pt_gemm_bf16_fn)(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
                                     float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
     ctypedef struct pt_screen:

@@ -324,6 +324,24 @@ def pack(object b, bint transpose=False):
     return pm
 
 
+cdef pt_gemm_packed_fn _gemm_fn() noexcept nogil:
+    """The float32 GEMM of the ISA path in use."""
+    if _isa == ISA_AVX512:
+        return pt_gemm_packed_avx512
+    if _isa == ISA_AVX2:
+        return pt_gemm_packed_avx2
+    return pt_gemm_packed_generic
+
+
+cdef pt_gemm_bf16_fn _gemm_bf16_fn() noexcept nogil:
+    """The screening (bfloat16-weight) GEMM of the ISA path in use."""
+    if _isa == ISA_AVX512:
+        return pt_gemm_bf16_avx512
+    if _isa == ISA_AVX2:
+        return pt_gemm_bf16_avx2
+    return pt_gemm_bf16_generic
+
+
 def gemm(object a, PackedMatrix b, object bias=None, object residual=None, object act=0, object out=None):
     """out = act(a @ B + bias) + residual for a (m, k) and packed B (k, n). out may be residual."""
     cdef cnp.ndarray A = _check(a, "a", 2)
@@ -362,13 +380,9 @@ def gemm(object a, PackedMatrix b, object bias=None, object residual=None, objec
     cdef int nt = _nthreads
     if nt > 1:
         _mark_threads_used()
+    cdef pt_gemm_packed_fn fn = _gemm_fn()
     with nogil:
-        if _isa == ISA_AVX512:
-            status = pt_gemm_packed_avx512(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
-        elif _isa == ISA_AVX2:
-            status = pt_gemm_packed_avx2(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
-        else:
-            status = pt_gemm_packed_generic(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
+        status = fn(pa, lda, pb, pbias, pres, ldr, pc, ldc, m, n, k, act_id, nt)
     _status(status, "gemm")
     return C
 
@@ -441,13 +455,9 @@ def gemm_bf16(object a, object packed_bf16, int k, int n, object bias=None, obje
     cdef int nt = _nthreads
     if nt > 1:
         _mark_threads_used()
+    cdef pt_gemm_bf16_fn fn = _gemm_bf16_fn()
     with nogil:
-        if _isa == ISA_AVX512:
-            status = pt_gemm_bf16_avx512(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
-        elif _isa == ISA_AVX2:
-            status = pt_gemm_bf16_avx2(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
-        else:
-            status = pt_gemm_bf16_generic(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
+        status = fn(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
     _status(status, "gemm_bf16")
     return C
 
@@ -488,9 +498,11 @@ cdef class Screen:
         self.s.k = b.k
 
 
-def screen_argmax(Screen screen not None, object x, object banned=None, int max_cand=1024):
+def screen_argmax(Screen screen not None, object x, object banned=None, int max_cand=1024, object scratch=None):
     """Greedy tokens (int64, one per row of x) through the screen, or None when the caller must
-    compute the full logits (see pt_screen_argmax in csrc/pt_screen.h)."""
+    compute the full logits (see pt_screen_argmax in csrc/pt_screen.h). scratch: a writable
+    (rows, n) float32 array for the approximate logits (a decoder state's logits buffer), so a
+    step allocates none; its contents are overwritten."""
     cdef cnp.ndarray X = _check(x, "x", 2)
     cdef int m = X.shape[0]
     cdef int n = screen.s.n
@@ -506,17 +518,19 @@ def screen_argmax(Screen screen not None, object x, object banned=None, int max_
         M = <cnp.ndarray>banned
     if max_cand < 1:
         raise ValueError(f"max_cand must be >= 1, got {max_cand}")
-    cdef cnp.ndarray g = np.empty(m * <Py_ssize_t>n, dtype=np.float32)
+    cdef cnp.ndarray g
+    if scratch is None:
+        g = np.empty((m, n), dtype=np.float32)
+    else:
+        g = _out2(scratch, "scratch", m, n)
+        if not g.flags.c_contiguous:
+            raise ValueError("scratch must be C-contiguous")
+        if _overlaps(X, g):
+            raise ValueError("x and scratch must not overlap")
     cdef cnp.ndarray cand = np.empty(max_cand, dtype=np.int32)
     cdef cnp.ndarray tokens = np.empty(m, dtype=np.int64)
-    cdef pt_gemm_bf16_fn approx
-    cdef pt_gemm_packed_fn exact
-    if _isa == ISA_AVX512:
-        approx, exact = pt_gemm_bf16_avx512, pt_gemm_packed_avx512
-    elif _isa == ISA_AVX2:
-        approx, exact = pt_gemm_bf16_avx2, pt_gemm_packed_avx2
-    else:
-        approx, exact = pt_gemm_bf16_generic, pt_gemm_packed_generic
+    cdef pt_gemm_bf16_fn approx = _gemm_bf16_fn()
+    cdef pt_gemm_packed_fn exact = _gemm_fn()
     cdef const float *px = _cptr(X)
     cdef Py_ssize_t ldx = _ld(X, 0) if m > 1 else screen.s.k
     cdef const unsigned char *pm = <const unsigned char *>cnp.PyArray_DATA(M) if M is not None else NULL

@@ -140,7 +140,7 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
             elif screen is not None:
                 if ban_eos not in banned:
                     banned[ban_eos] = model.banned_mask(ban_eos)
-                nxt = screen.argmax(h, banned[ban_eos])
+                nxt = screen.argmax(h, banned[ban_eos], scratch=state.logits)
         if nxt is None:
             logits = model.output(h, out=state.logits)
             if ban_eos:

@@ -16,16 +16,6 @@ from .safetensors import release_pages
 _NORM_RMS = "rms_norm"
 
 
-def _return_freed_heap():
-    """Give the heap memory freed while packing back to the operating system.
-
-    Packing frees many temporaries of a few MB (stacked q/k/v weights, copies); once glibc's
-    malloc has seen one such block freed it raises its mmap threshold and serves the next ones from
-    the heap, which it keeps after they are freed. Trimming returns that memory: 17 MB of resident
-    memory for the opus-mt-size model. Elsewhere (no glibc) this does nothing."""
-    K.release_free_heap()
-
-
 def _own(a):
     """A float32 C-contiguous copy that owns its memory: a loaded model must not keep views into
     the memory-mapped file, which may be truncated or rewritten in place while the model runs."""
@@ -274,7 +264,10 @@ class Model:
             self._build(t, cfg, output_screen)
         except KeyError as e:  # the loader already checked names; this guards direct construction
             raise WeightsError(f"missing tensor {e.args[0]!r}") from None
-        _return_freed_heap()
+        # Packing frees many temporaries of a few MB (stacked q/k/v weights, copies); once glibc's
+        # malloc has seen one such block freed it serves the next ones from the heap and keeps
+        # them. Handing that back to the OS saves 17 MB resident for the opus-mt-size model.
+        K.release_free_heap()
 
     # ------------------------------------------------------------------ construction
     def _build(self, t, cfg, output_screen):

@@ -50,10 +50,8 @@ class OutputScreen:
     """Screened argmax over Linear `output` (its packed float32 weights stay the reference). The
     per-step work runs in one kernel call, pt_screen_argmax (csrc/pt_screen_generic.c)."""
 
-    # Rows per step screened. Greedy decoding of the opus-mt-size model, 64 steps, 2 threads,
-    # screen vs float32 projection: 1.23x faster at batch 1, 1.17x at 4, level at 8, 0.94x at 16
-    # (the float32 GEMM then reads each weight once for many rows and is compute-bound).
-    MAX_ROWS = 4
+    # Rows per step screened (PT_SCREEN_MAX_ROWS in csrc/pt_screen.h, where the measurement is).
+    MAX_ROWS = K.SCREEN_MAX_ROWS
     # More candidates than this: the exact GEMM of the whole projection is about as cheap.
     MAX_CANDIDATES = 1024
 
@@ -84,9 +82,8 @@ class OutputScreen:
             return None
         return cls(output, bf16, err, float((w_norm + d_norm).max()))   # bounds ||w|| and ||r||
 
-    def argmax(self, x, banned=None):
+    def argmax(self, x, banned=None, scratch=None):
         """First index of the largest float32 logit of each row of x (B, k), banned columns (a bool
-        mask of n, or None) excluded - or None when the caller must compute the full logits."""
-        if x.shape[0] > self.MAX_ROWS:
-            return None
-        return K.screen_argmax(self.kernel, x, banned, self.MAX_CANDIDATES)
+        mask of n, or None) excluded - or None when the caller must compute the full logits (also
+        for more than MAX_ROWS rows). scratch: a (B, n) float32 buffer the call may overwrite."""
+        return K.screen_argmax(self.kernel, x, banned, self.MAX_CANDIDATES, scratch)

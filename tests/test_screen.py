@@ -261,6 +261,14 @@ def test_screen_kernel_rejects_bad_arguments(rng):
         K.screen_argmax(screen.kernel, x, None, 0)
     with pytest.raises(TypeError):
         K.screen_argmax(None, x)
+    # a caller's scratch buffer for the approximate logits: same tokens, checked shape
+    scratch = np.full((2, 50), 7.0, dtype=np.float32)
+    np.testing.assert_array_equal(K.screen_argmax(screen.kernel, x, None, 1024, scratch),
+                                  K.screen_argmax(screen.kernel, x))
+    with pytest.raises(ValueError, match="scratch"):
+        K.screen_argmax(screen.kernel, x, None, 1024, np.empty((2, 49), dtype=np.float32))
+    with pytest.raises(ValueError, match="scratch"):
+        K.screen_argmax(screen.kernel, x, None, 1024, np.empty((2, 100), dtype=np.float32)[:, ::2])
     with pytest.raises(TypeError, match="packed_bf16"):
         K.Screen(lin.packed, screen.bf16[:-1], b, screen.err, 1.0, 1.0, 1.0, 1e-6, 0.0)
     with pytest.raises(TypeError, match="err"):
@@ -343,7 +351,7 @@ def test_model_decodes_the_same_tokens_with_and_without_the_screen(screened_mode
     calls = []
     screen = model.output_screen
     original = screen.argmax
-    screen.argmax = lambda *a: calls.append(1) or original(*a)
+    screen.argmax = lambda *a, **kw: calls.append(1) or original(*a, **kw)
     try:
         for setup in ({}, {"suppressed_ids": np.array([5, 77, 4000])}, {"forced_bos_id": 9}):
             for name, value in setup.items():
