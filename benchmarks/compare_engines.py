@@ -122,14 +122,16 @@ def derive(t, names):
     return out
 
 
-def decode_step_bytes(cfg, projection_bytes=4):
+def decode_step_bytes(cfg, screened=False):
     """Bytes a batch-1 decode step must stream: decoder weights (self q/k/v/out, cross q/out, FFN)
     and, per layer, the cross-attention K/V of a 32-token source in float32, and the output
-    projection at projection_bytes per weight (4: float32; 2: pytransformer's bfloat16 screen,
-    whose exact rescoring of a few 16-column panels adds a negligible 32 KiB each)."""
+    projection: float32, or (screened) pytransformer's 8-bit screen, one byte per weight plus a
+    float64 scale and an int32 sum per column (the exact rescoring of a few 16-column panels adds
+    a negligible 32 KiB each)."""
     d, f, V, L = cfg["d_model"], cfg["decoder_ffn_dim"], cfg["vocab_size"], cfg["decoder_layers"]
     per_layer = 4 * d * d + 2 * d * d + 2 * d * f + 2 * SRC_LEN * d
-    return 4 * L * per_layer + projection_bytes * V * d
+    projection = V * d + 12 * V if screened else 4 * V * d
+    return 4 * L * per_layer + projection
 
 
 # ---------------------------------------------------------------------------- report
@@ -185,7 +187,7 @@ def main(argv=None):
 
     cfg = json.load(open(os.path.join(hf_dir, "config.json")))
     step_bytes = decode_step_bytes(cfg)                            # what a float32 engine streams
-    screened_bytes = decode_step_bytes(cfg, projection_bytes=2)    # what pytransformer streams
+    screened_bytes = decode_step_bytes(cfg, screened=True)    # what pytransformer streams
     rows, data_rows = [], []
     header = ["threads", "engine", "batch", "greedy tok/s", "ms/step", "first token ms", "encoder ms",
               "tok/s vs pytransformer"]
@@ -272,7 +274,7 @@ def main(argv=None):
         table += ["", f"Ceiling at batch 1: a decode step that streams all its weights in float32 "
                   f"({step_bytes / 1e6:.0f} MB) at the measured read bandwidth ({bound_ms:.2f} ms) would be "
                   f"{ceiling:.2f}x transformers' {d[('transformers', 1)]['ms_step']:.2f} ms step. pytransformer's "
-                  f"greedy steps read the output projection as bfloat16 ({screened_bytes / 1e6:.0f} MB in all, "
+                  f"greedy steps read an 8-bit copy of the output projection ({screened_bytes / 1e6:.0f} MB in all, "
                   f"{own_bound_ms:.2f} ms at that bandwidth, {d[('transformers', 1)]['ms_step'] / own_bound_ms:.2f}x) "
                   f"and recompute the few columns that could be the argmax in float32, so the tokens are those of "
                   f"the float32 model. The greedy ratio is lower than the step ratio: it includes the encoder "

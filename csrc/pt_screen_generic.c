@@ -1,5 +1,6 @@
-/* pt_screen_generic.c - bfloat16 packing with its error sums (portable build), the screened argmax
- * of a greedy step, the threaded driver of the screening GEMM and its portable path. */
+/* pt_screen_generic.c - the 8-bit copy with its error sums (portable build), the quantized row, the
+ * screened argmax of a greedy step, the threaded driver of the screen's integer dot products and
+ * their portable path. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -7,56 +8,173 @@
 #include "pt_screen_pack.h"
 #include "pt_gemm.h"
 
-int pt_pack_bf16_generic(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d) {
-    return pt_pack_bf16_body(packed, k, n, out, sq_w, sq_d);
+int pt_screen_groups(int k) {
+    return k < 1 ? 0 : (k + PT_SCREEN_GROUP - 1) / PT_SCREEN_GROUP;
+}
+
+size_t pt_screen_q_size(int k, int n) {
+    if (k < 1 || n < 1) return 0;
+    return (size_t)((n + PT_NR - 1) / PT_NR) * (size_t)pt_screen_groups(k) * PT_SCREEN_GROUP_BYTES;
+}
+
+int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                       double *sq_w, double *sq_d) {
+    if (packed == NULL || q == NULL || scale == NULL || qsum == NULL || sq_w == NULL || sq_d == NULL ||
+        k < 1 || n < 1)
+        return PT_ERR_ARG;
+    int npanels = (n + PT_NR - 1) / PT_NR, groups = pt_screen_groups(k);
+    for (int p = 0; p < npanels; p++) {
+        const float *src = packed + (size_t)p * k * PT_NR;
+        int8_t *dst = q + (size_t)p * groups * PT_SCREEN_GROUP_BYTES;
+        float amax[PT_NR] = {0}, s[PT_NR], inv[PT_NR], w2[PT_NR] = {0}, d2[PT_NR] = {0};
+        int32_t sum[PT_NR] = {0};
+        for (int kk = 0; kk < k; kk++)
+            for (int jj = 0; jj < PT_NR; jj++) {
+                float a = fabsf(src[(size_t)kk * PT_NR + jj]);
+                amax[jj] = amax[jj] > a ? amax[jj] : a;
+            }
+        for (int jj = 0; jj < PT_NR; jj++) pt_screen_column_scale(amax[jj], &s[jj], &inv[jj]);
+        memset(dst, 0, (size_t)groups * PT_SCREEN_GROUP_BYTES);
+        for (int kk = 0; kk < k; kk++) {     /* the operations listed in pt_screen_pack.h */
+            int8_t *grp = dst + (size_t)(kk / PT_SCREEN_GROUP) * PT_SCREEN_GROUP_BYTES + kk % PT_SCREEN_GROUP;
+            for (int jj = 0; jj < PT_NR; jj++) {
+                float w = src[(size_t)kk * PT_NR + jj];
+                float v = w * inv[jj];
+                v = v < (float)PT_SCREEN_Q_MAX ? v : (float)PT_SCREEN_Q_MAX;
+                v = v > -(float)PT_SCREEN_Q_MAX ? v : -(float)PT_SCREEN_Q_MAX;
+                float r = (v + PT_SCREEN_MAGIC) - PT_SCREEN_MAGIC;
+                int32_t iq = (int32_t)r;
+                grp[jj * PT_SCREEN_GROUP] = (int8_t)iq;
+                sum[jj] += iq;
+                float d = w - r * s[jj];
+                w2[jj] += w * w;
+                d2[jj] += d * d;
+            }
+        }
+        pt_screen_panel_finish(p, k, n, s, sum, w2, d2, scale, qsum, sq_w, sq_d);
+    }
+    return PT_OK;
+}
+
+int pt_screen_quantize(const float *x, ptrdiff_t ldx, int m, int k, uint32_t *hi, uint32_t *lo,
+                       double *sx, double *x_norm, double *e_norm) {
+    int groups = pt_screen_groups(k);
+    for (int i = 0; i < m; i++) {
+        const float *xi = x + (ptrdiff_t)i * ldx;
+        double amax = 0.0, sum = 0.0;
+        for (int kk = 0; kk < k; kk++) {
+            double v = xi[kk];
+            sum += v * v;
+            amax = fabs(v) > amax ? fabs(v) : amax;
+        }
+        if (!(sum <= DBL_MAX)) return 0;                   /* inf or NaN */
+        int e = 0;
+        if (amax > 0.0) {
+            (void)frexp(amax, &e);                         /* amax = f 2^e, f in [0.5, 1) */
+            e -= 13;                                       /* amax / 2^e = 8192 f in [4096, 8192) */
+        }
+        double s = ldexp(1.0, e), inv = ldexp(1.0, -e);   /* e in [-162, 115]: exact doubles */
+        double esum = 0.0;
+        uint32_t *h = hi + (size_t)i * groups, *l = lo + (size_t)i * groups;
+        memset(h, 0, (size_t)groups * sizeof *h);
+        memset(l, 0, (size_t)groups * sizeof *l);
+        for (int kk = 0; kk < k; kk++) {
+            double v = nearbyint(xi[kk] * inv);            /* exact scaling, rounded to nearest */
+            v = v > PT_SCREEN_X_MAX ? PT_SCREEN_X_MAX : v < -PT_SCREEN_X_MAX ? -PT_SCREEN_X_MAX : v;
+            double err = xi[kk] - v * s;                   /* exact in float64 */
+            esum += err * err;
+            uint32_t u = (uint32_t)((int32_t)v + PT_SCREEN_X_OFFSET);   /* 1..16383 */
+            int shift = 8 * (kk % PT_SCREEN_GROUP);
+            h[kk / PT_SCREEN_GROUP] |= (u >> 7) << shift;
+            l[kk / PT_SCREEN_GROUP] |= (u & 127u) << shift;
+        }
+        sx[i] = s;
+        x_norm[i] = sqrt(sum);
+        e_norm[i] = sqrt(esum);
+    }
+    return 1;
+}
+
+/* Columns per block of the scans over the approximate logits: a block's maximum (a loop the
+ * compiler vectorizes) decides whether its values need a closer look, which few blocks do. */
+#define PT_SCREEN_SCAN 32
+
+static float block_max(const float *v, int len) {
+    float m = v[0];
+    if (len == PT_SCREEN_SCAN) {   /* 8 lanes side by side (no reassociation for the compiler to prove) */
+        float lane[8];
+        for (int l = 0; l < 8; l++) lane[l] = v[l];
+        for (int j = 8; j < PT_SCREEN_SCAN; j += 8)
+            for (int l = 0; l < 8; l++) lane[l] = v[j + l] > lane[l] ? v[j + l] : lane[l];
+        m = lane[0];
+        for (int l = 1; l < 8; l++) m = lane[l] > m ? lane[l] : m;
+        return m;
+    }
+    for (int j = 1; j < len; j++) m = v[j] > m ? v[j] : m;
+    return m;
+}
+
+/* The first index of the largest of g[0..n) not marked in banned (NULL: none), or -1 when every
+ * column is banned. g holds no NaN. */
+static int first_allowed_max(const float *g, int n, const uint8_t *banned) {
+    int top = -1;
+    for (int j0 = 0; j0 < n; j0 += PT_SCREEN_SCAN) {
+        int j1 = n - j0 < PT_SCREEN_SCAN ? n : j0 + PT_SCREEN_SCAN;
+        /* a block can only hold a new maximum (a later index needs a strictly larger value) if
+         * its own maximum is larger */
+        if (top >= 0 && !(block_max(g + j0, j1 - j0) > g[top])) continue;
+        for (int j = j0; j < j1; j++)
+            if ((banned == NULL || !banned[j]) && (top < 0 || g[j] > g[top])) top = j;
+    }
+    return top;
 }
 
 /* Beyond this ||x|| * max ||w_j|| + max |bias| a logit might overflow float32. */
 #define PT_SCREEN_MAGNITUDE_LIMIT 1e36
 
-int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_fn exact,
+int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_packed_fn exact,
                      const float *x, ptrdiff_t ldx, int m, const uint8_t *banned, int max_cand,
-                     int nthreads, float *g, int32_t *cand, long long *tokens) {
-    if (s == NULL || approx == NULL || exact == NULL || x == NULL || g == NULL || cand == NULL ||
-        tokens == NULL || m < 1 || m > PT_SCREEN_MAX_ROWS || max_cand < 1 || s->n < 1 || s->k < 1)
+                     int nthreads, uint32_t *digits, float *g, int32_t *cand, long long *tokens) {
+    if (s == NULL || approx == NULL || exact == NULL || x == NULL || digits == NULL || g == NULL ||
+        cand == NULL || tokens == NULL || m < 1 || m > PT_SCREEN_MAX_ROWS || max_cand < 1 || s->n < 1 ||
+        s->k < 1)
         return -PT_ERR_ARG;
-    int n = s->n, k = s->k;
-    double norm[PT_SCREEN_MAX_ROWS];
-    for (int i = 0; i < m; i++) {
-        double sum = 0.0;
-        for (int kk = 0; kk < k; kk++) {
-            double v = x[(ptrdiff_t)i * ldx + kk];
-            sum += v * v;
-        }
-        norm[i] = sqrt(sum);
-        if (!(norm[i] * s->w_norm_max + s->bias_max <= PT_SCREEN_MAGNITUDE_LIMIT)) return 0;  /* also NaN */
-    }
-    int status = approx(x, ldx, s->rp, s->bias, g, n, m, n, k, nthreads);
+    int n = s->n, k = s->k, groups = pt_screen_groups(k);
+    double sx[PT_SCREEN_MAX_ROWS], norm[PT_SCREEN_MAX_ROWS], enorm[PT_SCREEN_MAX_ROWS];
+    uint32_t *hi = digits, *lo = digits + (size_t)m * groups;
+    if (!pt_screen_quantize(x, ldx, m, k, hi, lo, sx, norm, enorm)) return 0;
+    for (int i = 0; i < m; i++)
+        if (!(norm[i] * s->w_norm_max + s->bias_max <= PT_SCREEN_MAGNITUDE_LIMIT)) return 0;
+    int status = approx(s, hi, lo, sx, m, g, nthreads);
     if (status != PT_OK) return -status;
     const double rel = s->rel, abs_err = s->abs_err;
     for (int i = 0; i < m; i++) {
         const float *gi = g + (size_t)i * n;
-        const double xn = norm[i];
+        const double xn = norm[i] * s->slack;
+        /* the row's quantization error, the same for every column (bounded with max ||r_j||) */
+        const double c0 = enorm[i] * s->w_norm_max * s->slack + abs_err;
         /* lower bound of the exact maximum: that of the allowed column with the largest g */
-        int top = -1;
-        for (int j = 0; j < n; j++)
-            if ((banned == NULL || !banned[j]) && (top < 0 || gi[j] > gi[top])) top = j;
+        int top = first_allowed_max(gi, n, banned);
         if (top < 0) return 0;
         double gt = gi[top];
-        double low = gt - (xn * s->err[top] + rel * fabs(gt) + abs_err);
+        double low = gt - (xn * s->err[top] + rel * fabs(gt) + c0);
         /* cheap float prefilter with the largest err: g_j + e_j >= low needs
-         * g_j (1 +- rel) >= low - (xn * err_max + abs_err) whatever the sign of g_j */
-        double reach = low - (xn * s->err_max + abs_err);
+         * g_j (1 +- rel) >= low - (xn * err_max + c0) whatever the sign of g_j */
+        double reach = low - (xn * s->err_max + c0);
         double t = fmin(reach / (1.0 + rel), reach / (1.0 - rel));
         float t32 = t < -FLT_MAX ? -HUGE_VALF : (float)t;          /* |t| < 1e37 here, but be safe */
         if ((double)t32 > t) t32 = nextafterf(t32, -HUGE_VALF);   /* round down, never up */
         int count = 0;
-        for (int j = 0; j < n; j++) {
-            float v = gi[j];
-            if (v < t32 || (banned != NULL && banned[j])) continue;
-            if ((double)v + (xn * s->err[j] + rel * fabs((double)v) + abs_err) >= low) {
-                if (count == max_cand) return 0;
-                cand[count++] = j;
+        for (int j0 = 0; j0 < n; j0 += PT_SCREEN_SCAN) {
+            int j1 = n - j0 < PT_SCREEN_SCAN ? n : j0 + PT_SCREEN_SCAN;
+            if (block_max(gi + j0, j1 - j0) < t32) continue;
+            for (int j = j0; j < j1; j++) {
+                float v = gi[j];
+                if (v < t32 || (banned != NULL && banned[j])) continue;
+                if ((double)v + (xn * s->err[j] + rel * fabs((double)v) + c0) >= low) {
+                    if (count == max_cand) return 0;
+                    cand[count++] = j;
+                }
             }
         }
         /* exact float32 logits of the candidates' panels (ascending), first maximum wins */
@@ -83,62 +201,73 @@ int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_
     return 1;
 }
 
-/* Panels per chunk of work: 8 panels of k = 512 are 128 KiB of bf16. */
-#define PT_SCREEN_CHUNK_PANELS 8
+/* Panels per chunk of work: 16 panels of k = 512 are 128 KiB of the copy. */
+#define PT_SCREEN_CHUNK_PANELS 16
 
-/* Rows [r0, r1) x panels [p0, p1) on the calling thread. */
-static void screen_region(const pt_screen_tiles *tiles, const float *a, ptrdiff_t lda, const uint16_t *rp,
-                          const float *bias, float *c, ptrdiff_t ldc, int r0, int r1, int p0, int p1,
-                          int n, int k) {
-    float tile[PT_SCREEN_MAX_ROWS * PT_SCREEN_MAX_NP * PT_NR];
-    int rows = r1 - r0;
-    size_t pstride = (size_t)k * PT_NR;
-    const float *arow = a + (ptrdiff_t)r0 * lda;
+/* Rows [0, m) x panels [p0, p1) on the calling thread. */
+static void screen_region(const pt_screen_tiles *tiles, const pt_screen *s, const uint32_t *hi,
+                          const uint32_t *lo, const double *sx, int m, float *g, int p0, int p1) {
+    int32_t part[PT_SCREEN_MAX_ROWS * PT_SCREEN_MAX_NP * PT_NR];
+    double acc[PT_SCREEN_MAX_ROWS * PT_SCREEN_MAX_NP * PT_NR];
+    int n = s->n, groups = pt_screen_groups(s->k);
+    size_t pstride = (size_t)groups * PT_SCREEN_GROUP_BYTES;
     for (int p = p0; p < p1;) {
-        int np = tiles->wide_np[rows] <= p1 - p ? tiles->wide_np[rows] : 1;
-        (np > 1 ? tiles->wide[rows] : tiles->one[rows])(arow, lda, rp + (size_t)p * pstride, pstride, k, tile);
-        for (int r = 0; r < rows; r++) {
-            float *out = c + (ptrdiff_t)(r0 + r) * ldc;
+        int np = tiles->wide_np[m] <= p1 - p ? tiles->wide_np[m] : 1;
+        pt_screen_tile_fn fn = np > 1 ? tiles->wide[m] : tiles->one[m];
+        int vals = m * np * PT_NR;
+        for (int v = 0; v < vals; v++) acc[v] = 0.0;
+        for (int g0 = 0; g0 < groups; g0 += PT_SCREEN_BLOCK_GROUPS) {
+            int g1 = groups - g0 < PT_SCREEN_BLOCK_GROUPS ? groups : g0 + PT_SCREEN_BLOCK_GROUPS;
+            fn(hi, lo, groups, s->q + (size_t)p * pstride, pstride, g0, g1, part);
+            for (int v = 0; v < vals; v++) acc[v] += part[v];      /* exact: |sum| < 2^53 */
+        }
+        for (int r = 0; r < m; r++) {
+            float *out = g + (size_t)r * n;
             for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
-                float v = tile[r * np * PT_NR + (j - p * PT_NR)];
-                out[j] = bias != NULL ? v + bias[j] : v;
+                /* sum xq q = sum (xq + 8192) q - 8192 sum q, exact; times two powers of two, exact;
+                 * the bias add rounds in float64 and the store to float32 */
+                double dot = acc[r * np * PT_NR + (j - p * PT_NR)] - (double)PT_SCREEN_X_OFFSET * s->qsum[j];
+                double v = dot * s->scale[j] * sx[r];
+                out[j] = (float)(s->bias != NULL ? v + s->bias[j] : v);
             }
         }
         p += np;
     }
 }
 
-int pt_screen_drive(const pt_screen_tiles *tiles, const float *a, ptrdiff_t lda, const uint16_t *rp,
-                    const float *bias, float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
-    if (tiles == NULL || a == NULL || rp == NULL || c == NULL || m < 1 || n < 1 || k < 1 || nthreads < 1 ||
-        lda < k || ldc < n)
+int pt_screen_drive(const pt_screen_tiles *tiles, const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                    const double *sx, int m, float *g, int nthreads) {
+    if (tiles == NULL || s == NULL || s->q == NULL || s->scale == NULL || s->qsum == NULL || hi == NULL ||
+        lo == NULL || sx == NULL || g == NULL || m < 1 || m > PT_SCREEN_MAX_ROWS || s->n < 1 || s->k < 1 ||
+        nthreads < 1)
         return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR;
+    int npanels = (s->n + PT_NR - 1) / PT_NR;
     int chunks = (npanels + PT_SCREEN_CHUNK_PANELS - 1) / PT_SCREEN_CHUNK_PANELS;
     int nt = chunks < nthreads ? chunks : nthreads;
     PT_PARALLEL_FOR(nt, ch, chunks, {
         int p0 = ch * PT_SCREEN_CHUNK_PANELS;
         int p1 = p0 + PT_SCREEN_CHUNK_PANELS < npanels ? p0 + PT_SCREEN_CHUNK_PANELS : npanels;
-        for (int r0 = 0; r0 < m; r0 += PT_SCREEN_MAX_ROWS) {
-            int r1 = m - r0 < PT_SCREEN_MAX_ROWS ? m : r0 + PT_SCREEN_MAX_ROWS;
-            screen_region(tiles, a, lda, rp, bias, c, ldc, r0, r1, p0, p1, n, k);
-        }
+        screen_region(tiles, s, hi, lo, sx, m, g, p0, p1);
     });
     return PT_OK;
 }
 
-/* Portable tiles: MR rows x one panel, a plain multiply and add per value. */
+/* Portable tiles: MR rows x one panel, 32-bit integer multiply-adds. */
 #define PT_DEFINE_SCREEN_GENERIC(MR)                                                                       \
-    static void screen_generic_##MR(const float *a, ptrdiff_t lda, const uint16_t *rp, size_t pstride,     \
-                                    int k, float *tile) {                                                  \
+    static void screen_generic_##MR(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp,     \
+                                    size_t pstride, int g0, int g1, int32_t *tile) {                       \
         (void)pstride;                                                                                     \
-        float acc[MR][PT_NR] = {{0}};                                                                      \
-        for (int kk = 0; kk < k; kk++)                                                                     \
+        int32_t acc[MR][PT_NR] = {{0}};                                                                    \
+        for (int gg = g0; gg < g1; gg++) {                                                                 \
+            const int8_t *grp = qp + (size_t)gg * PT_SCREEN_GROUP_BYTES;                                   \
             for (int r = 0; r < MR; r++) {                                                                 \
-                float av = a[r * lda + kk];                                                                \
-                for (int jj = 0; jj < PT_NR; jj++)                                                         \
-                    acc[r][jj] += av * pt_bf16_to_float(rp[(size_t)kk * PT_NR + jj]);                     \
+                uint32_t h = hi[(size_t)r * ldg + gg], l = lo[(size_t)r * ldg + gg];                       \
+                for (int t = 0; t < PT_SCREEN_GROUP; t++) {                                                \
+                    int32_t u = (int32_t)(((h >> (8 * t)) & 127u) * 128u + ((l >> (8 * t)) & 127u));       \
+                    for (int jj = 0; jj < PT_NR; jj++) acc[r][jj] += u * grp[jj * PT_SCREEN_GROUP + t];    \
+                }                                                                                          \
             }                                                                                              \
+        }                                                                                                  \
         memcpy(tile, acc, sizeof acc);                                                                     \
     }
 PT_DEFINE_SCREEN_GENERIC(1)
@@ -152,7 +281,7 @@ static const pt_screen_tiles tiles_generic = {
     {0, 1, 1, 1, 1},
 };
 
-int pt_gemm_bf16_generic(const float *a, ptrdiff_t lda, const uint16_t *rp, const float *bias,
-                         float *c, ptrdiff_t ldc, int m, int n, int k, int nthreads) {
-    return pt_screen_drive(&tiles_generic, a, lda, rp, bias, c, ldc, m, n, k, nthreads);
+int pt_screen_logits_generic(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                             const double *sx, int m, float *g, int nthreads) {
+    return pt_screen_drive(&tiles_generic, s, hi, lo, sx, m, g, nthreads);
 }

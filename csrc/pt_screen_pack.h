@@ -1,52 +1,53 @@
-/* pt_screen_pack.h - the body of pt_pack_bf16, compiled once per ISA unit (the AVX2 unit's copy is
- * the same code vectorized 8 floats wide; integer rounding and per-column float32 sums in the same
- * order, so both give the same bits). Not public API. */
+/* pt_screen_pack.h - what the portable and the AVX2 pt_pack_i8 share: the scale of each column and
+ * the final bounds of the sums (the per-value work, in pt_screen_generic.c and pt_screen_avx2.c,
+ * makes the same IEEE operations in the same order per column, so both give the same bits). Not
+ * public API.
+ *
+ * Per value, in this order: v = w * inv (exact, power of two; or it underflows and q = 0);
+ * v = min(v, 127) then max(v, -127) with a NaN giving 127 (the semantics of minps/maxps with the
+ * constant second); r = (v + 1.5 * 2^23) - 1.5 * 2^23, the integer nearest v, ties to even;
+ * q = (int)r; d = w - r * s, exact: s q is a float (power-of-two scale, |q| <= 127) and, when
+ * q != 0, w and s q are within a factor 2 of each other, or w - s q is within one step s of 0;
+ * w2 += w * w and d2 += d * d in float32, separately rounded, k ascending. */
 #ifndef PT_SCREEN_PACK_H
 #define PT_SCREEN_PACK_H
 
 #include <math.h>
-#include <string.h>
 #include "pt_screen.h"
 
-static inline int pt_pack_bf16_body(const float *packed, int k, int n, uint16_t *out, double *sq_w, double *sq_d) {
-    if (packed == NULL || out == NULL || sq_w == NULL || sq_d == NULL || k < 1 || n < 1)
-        return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR;
-    /* Sums of non-negative terms in float32 are within a factor (1 +- gamma_k) of the exact sums
-     * (gamma_k = k u / (1 - k u), u = 2^-24, one more u for each square), and squares that
-     * underflow lose less than 2^-150 each: (sum + k 2^-149) / (1 - gamma_{k+1}) is an upper
-     * bound of the exact sum, so the caller's error bound stays a bound. */
+#define PT_SCREEN_MAGIC 12582912.0f
+
+/* s = 2^e and inv = 2^-e for a column whose largest |w| is amax (amax = max(amax, |w|) with the
+ * semantics of maxps(amax, |w|)): e brings amax / 2^e into [64, 128), clamped to the exponent
+ * range; 0 for a zero, infinite or NaN amax (the sums then decide). */
+static inline void pt_screen_column_scale(float amax, float *s, float *inv) {
+    int e = 0;
+    if (amax > 0.0f && amax <= 3.4e38f) {   /* finite and non-zero: amax = f 2^e, f in [0.5, 1) */
+        (void)frexpf(amax, &e);
+        e -= 7;                             /* amax / 2^e = 128 f in [64, 128) */
+    }
+    e = e < PT_SCREEN_EXP_MIN ? PT_SCREEN_EXP_MIN : e > PT_SCREEN_EXP_MAX ? PT_SCREEN_EXP_MAX : e;
+    *s = ldexpf(1.0f, e);
+    *inv = ldexpf(1.0f, -e);
+}
+
+/* The per-column results of panel p: sums of non-negative terms in float32 are within a factor
+ * (1 +- gamma_k) of the exact sums (gamma_k = k u / (1 - k u), u = 2^-24, one more u for each
+ * square), and squares that underflow lose less than 2^-150 each: (sum + k 2^-149) /
+ * (1 - gamma_{k+1}) is an upper bound of the exact sum, so the caller's error bound stays one. */
+static inline void pt_screen_panel_finish(int p, int k, int n, const float *s, const int32_t *sum,
+                                          const float *w2, const float *d2, double *scale, int32_t *qsum,
+                                          double *sq_w, double *sq_d) {
     double ku = (double)(k + 1) * 0x1p-24;
     double widen = ku < 0.5 ? 1.0 / (1.0 - ku / (1.0 - ku)) : HUGE_VAL;
     double tiny = (double)k * 0x1p-149;
-    for (int p = 0; p < npanels; p++) {
-        const float *src = packed + (size_t)p * k * PT_NR;
-        uint16_t *dst = out + (size_t)p * k * PT_NR;
-        float w2[PT_NR] = {0}, d2[PT_NR] = {0};
-        for (int kk = 0; kk < k; kk++) {
-            for (int jj = 0; jj < PT_NR; jj++) {
-                size_t i = (size_t)kk * PT_NR + jj;
-                uint32_t u;
-                memcpy(&u, &src[i], sizeof u);
-                /* round to nearest, ties to even, on the bits (values within half a bf16 step of
-                 * FLT_MAX become infinite); inf and NaN keep their high bits, so a NaN whose payload
-                 * lies in the low 16 bits becomes an infinity. Either makes the sums non-finite. */
-                uint32_t rounded = u + 0x7FFFu + ((u >> 16) & 1u);
-                if ((u & 0x7F800000u) == 0x7F800000u) rounded = u;
-                uint16_t h = (uint16_t)(rounded >> 16);
-                dst[i] = h;
-                float w = src[i];
-                float d = w - pt_bf16_to_float(h);   /* exact (Sterbenz): r is within 2^-8 |w| of w */
-                w2[jj] += w * w;
-                d2[jj] += d * d;
-            }
-        }
-        for (int jj = 0; jj < PT_NR && p * PT_NR + jj < n; jj++) {
-            sq_w[p * PT_NR + jj] = ((double)w2[jj] + tiny) * widen;
-            sq_d[p * PT_NR + jj] = ((double)d2[jj] + tiny) * widen;
-        }
+    for (int jj = 0; jj < PT_NR && p * PT_NR + jj < n; jj++) {
+        int j = p * PT_NR + jj;
+        scale[j] = (double)s[jj];
+        qsum[j] = sum[jj];
+        sq_w[j] = ((double)w2[jj] + tiny) * widen;
+        sq_d[j] = ((double)d2[jj] + tiny) * widen;
     }
-    return PT_OK;
 }
 
 #endif

@@ -49,8 +49,8 @@ def load(path, output_screen=True):
     (MarianMT, BART/mBART, T5/flan-T5, M2M100/NLLB). Weights are validated, memory-mapped and
     packed once for the GEMM.
 
-    output_screen=False: never keep the bfloat16 copy of the output projection that speeds up
-    greedy decoding of small batches (half the projection's size in memory; same tokens either
+    output_screen=False: never keep the 8-bit copy of the output projection that speeds up
+    greedy decoding of small batches (a quarter of the projection's size in memory; same tokens either
     way; see Model.set_output_screen)."""
     from . import hf
     from .text import check_compatible, load_tokenizer

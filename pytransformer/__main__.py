@@ -462,7 +462,7 @@ def profile_decode_step(model, src, steps, reps=3):
     import numpy as np
     from . import _kernels as K
     out_packed = model.output.packed
-    screened = "output projection (bf16 screen)"
+    screened = "output projection (8-bit screen)"
     cats = ["GEMM (layers)", "output projection", screened, "attention", "norms", "embedding",
             "activation", "argmax"]
     timer = _KernelTimer(lambda packed: "output projection" if packed is out_packed else "GEMM (layers)")

@@ -1,5 +1,5 @@
 # _kernels.pxd - Cython declarations mirroring the C kernel headers in csrc/ (all nogil).
-from libc.stdint cimport int32_t
+from libc.stdint cimport int8_t, int32_t, uint32_t
 
 cdef extern from "pt_common.h" nogil:
     enum:
@@ -47,20 +47,18 @@ cdef extern from "pt_gemm.h" nogil:
                                       int m, int n, int k, int act, int nthreads)
 
 cdef extern from "pt_screen.h" nogil:
-    int pt_pack_bf16_generic(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
-    int pt_pack_bf16_avx2(const float *packed, int k, int n, unsigned short *out, double *sq_w, double *sq_d)
-    int pt_gemm_bf16_generic(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
-                             float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
-    int pt_gemm_bf16_avx2(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
-                          float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
-    int pt_gemm_bf16_avx512(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
-                            float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
     enum:
         PT_SCREEN_MAX_ROWS
-    ctypedef int (*pt_gemm_bf16_fn)(const float *a, Py_ssize_t lda, const unsigned short *rp, const float *bias,
-                                    float *c, Py_ssize_t ldc, int m, int n, int k, int nthreads)
+    int pt_screen_groups(int k)
+    size_t pt_screen_q_size(int k, int n)
+    int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                           double *sq_w, double *sq_d)
+    int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                        double *sq_w, double *sq_d)
     ctypedef struct pt_screen:
-        const unsigned short *rp
+        const int8_t *q
+        const double *scale
+        const int32_t *qsum
         const float *bp
         const float *bias
         const double *err
@@ -68,12 +66,21 @@ cdef extern from "pt_screen.h" nogil:
         double w_norm_max
         double bias_max
         double rel
+        double slack
         double abs_err
         int n
         int k
-    int pt_screen_argmax(const pt_screen *s, pt_gemm_bf16_fn approx, pt_gemm_packed_fn exact,
+    ctypedef int (*pt_screen_logits_fn)(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                                        const double *sx, int m, float *g, int nthreads)
+    int pt_screen_logits_generic(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                                 const double *sx, int m, float *g, int nthreads)
+    int pt_screen_logits_avx2(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                              const double *sx, int m, float *g, int nthreads)
+    int pt_screen_quantize(const float *x, Py_ssize_t ldx, int m, int k, uint32_t *hi, uint32_t *lo,
+                           double *sx, double *x_norm, double *e_norm)
+    int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_packed_fn exact,
                          const float *x, Py_ssize_t ldx, int m, const unsigned char *banned, int max_cand,
-                         int nthreads, float *g, int32_t *cand, long long *tokens)
+                         int nthreads, uint32_t *digits, float *g, int32_t *cand, long long *tokens)
 
 cdef extern from "pt_activation.h" nogil:
     int pt_bias_activation_generic(const float *x, Py_ssize_t ldx, const float *bias, float *y, Py_ssize_t ldy,

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int32_t
+from libc.stdint cimport int8_t, int32_t, uint32_t
 from libc.limits cimport INT_MAX
 from libc.math cimport sqrt
 
@@ -333,13 +333,12 @@ cdef pt_gemm_packed_fn _gemm_fn() noexcept nogil:
     return pt_gemm_packed_generic
 
 
-cdef pt_gemm_bf16_fn _gemm_bf16_fn() noexcept nogil:
-    """The screening (bfloat16-weight) GEMM of the ISA path in use."""
-    if _isa == ISA_AVX512:
-        return pt_gemm_bf16_avx512
-    if _isa == ISA_AVX2:
-        return pt_gemm_bf16_avx2
-    return pt_gemm_bf16_generic
+cdef pt_screen_logits_fn _screen_logits_fn() noexcept nogil:
+    """The screen's integer dot products for the ISA path in use (the AVX-512 path uses AVX2's:
+    the products are exact, so every path gives the same logits, and AVX2's already outrun memory)."""
+    if _isa_avx2:
+        return pt_screen_logits_avx2
+    return pt_screen_logits_generic
 
 
 def gemm(object a, PackedMatrix b, object bias=None, object residual=None, object act=0, object out=None):
@@ -404,62 +403,34 @@ def packed_columns(PackedMatrix b, int j0, int j1):
     return pm
 
 
-def pack_bf16(PackedMatrix b):
-    """A bfloat16 copy of packed B (uint16 array, same panel layout, each value rounded to nearest)
-    and, per column j, upper bounds of the sums over k of w^2 and (w - r)^2 (r the rounded value),
-    from which the error of a dot product with the copy is bounded (see pytransformer/screen.py)."""
+def pack_i8(PackedMatrix b):
+    """The screen's 8-bit copy of packed B (see pt_pack_i8_generic in csrc/pt_screen.h): the int8
+    array in the screen's panel layout, and per column the power-of-two scale (float64), the sum of
+    the integers (int32) and upper bounds of the sums over k of w^2 and (w - r)^2 (r = scale * q)."""
     if b is None:
         raise TypeError("b must be a PackedMatrix, got None")
-    cdef cnp.ndarray src = b.data
-    cdef cnp.ndarray out = np.empty(src.shape[0], dtype=np.uint16)
-    cdef cnp.ndarray sq_w = np.empty(b.n, dtype=np.float64)
-    cdef cnp.ndarray sq_d = np.empty(b.n, dtype=np.float64)
-    cdef int status
     cdef int k = b.k, n = b.n
+    cdef cnp.ndarray src = b.data
+    cdef cnp.ndarray q = np.empty(pt_screen_q_size(k, n), dtype=np.int8)
+    cdef cnp.ndarray scale = np.empty(n, dtype=np.float64)
+    cdef cnp.ndarray qsum = np.empty(n, dtype=np.int32)
+    cdef cnp.ndarray sq_w = np.empty(n, dtype=np.float64)
+    cdef cnp.ndarray sq_d = np.empty(n, dtype=np.float64)
+    cdef int status
     cdef const float *ps = <const float *>cnp.PyArray_DATA(src)
-    cdef unsigned short *po = <unsigned short *>cnp.PyArray_DATA(out)
+    cdef int8_t *pq = <int8_t *>cnp.PyArray_DATA(q)
+    cdef double *pscale = <double *>cnp.PyArray_DATA(scale)
+    cdef int32_t *psum = <int32_t *>cnp.PyArray_DATA(qsum)
     cdef double *pw = <double *>cnp.PyArray_DATA(sq_w)
     cdef double *pd = <double *>cnp.PyArray_DATA(sq_d)
     cdef int use_avx2 = _isa_avx2
     with nogil:
         if use_avx2:
-            status = pt_pack_bf16_avx2(ps, k, n, po, pw, pd)
+            status = pt_pack_i8_avx2(ps, k, n, pq, pscale, psum, pw, pd)
         else:
-            status = pt_pack_bf16_generic(ps, k, n, po, pw, pd)
-    _status(status, "pack_bf16")
-    return out, sq_w, sq_d
-
-
-def gemm_bf16(object a, object packed_bf16, int k, int n, object bias=None, object out=None):
-    """out = a @ R + bias for a (m, k) float32 and R the (k, n) bfloat16 copy from pack_bf16, in
-    float32 with an unspecified order of summation (an approximation: see pytransformer/screen.py)."""
-    cdef cnp.ndarray A = _check(a, "a", 2)
-    if not isinstance(packed_bf16, np.ndarray) or packed_bf16.dtype != np.uint16 or packed_bf16.ndim != 1 \
-            or not packed_bf16.flags.c_contiguous:
-        raise TypeError("packed_bf16 must be the contiguous uint16 array returned by pack_bf16")
-    if k < 1 or n < 1 or packed_bf16.shape[0] != pt_packed_b_size(k, n):
-        raise ValueError(f"packed_bf16 holds {packed_bf16.shape[0]} values, not a packed ({k}, {n}) matrix")
-    if A.shape[1] != k:
-        raise ValueError(f"shapes do not match for a @ b: a is {_shape(A)}, b is ({k}, {n})")
-    cdef int m = A.shape[0]
-    cdef cnp.ndarray C = _out2(out, "out", m, n)
-    cdef cnp.ndarray bias_arr = _vector(bias, "bias", n) if bias is not None else None
-    if _overlaps(A, C):
-        raise ValueError("a and out must not overlap")
-    cdef const float *pa = _cptr(A)
-    cdef const unsigned short *pr = <const unsigned short *>cnp.PyArray_DATA(<cnp.ndarray>packed_bf16)
-    cdef const float *pbias = _cptr(bias_arr) if bias_arr is not None else NULL
-    cdef float *pc = _ptr(C)
-    cdef Py_ssize_t lda = _ld(A, 0) if m > 1 else k, ldc = _ld(C, 0) if m > 1 else n
-    cdef int status
-    cdef int nt = _nthreads
-    if nt > 1:
-        _mark_threads_used()
-    cdef pt_gemm_bf16_fn fn = _gemm_bf16_fn()
-    with nogil:
-        status = fn(pa, lda, pr, pbias, pc, ldc, m, n, k, nt)
-    _status(status, "gemm_bf16")
-    return C
+            status = pt_pack_i8_generic(ps, k, n, pq, pscale, psum, pw, pd)
+    _status(status, "pack_i8")
+    return q, scale, qsum, sq_w, sq_d
 
 
 SCREEN_MAX_ROWS = PT_SCREEN_MAX_ROWS
@@ -467,25 +438,29 @@ SCREEN_MAX_ROWS = PT_SCREEN_MAX_ROWS
 
 cdef class Screen:
     """The arrays and constants of a screened output projection (see pytransformer/screen.py),
-    checked once; screen_argmax runs it."""
+    checked once; screen_logits and screen_argmax run it."""
     cdef pt_screen s
     cdef readonly object refs      # keeps the arrays behind the pointers alive
 
-    def __init__(self, PackedMatrix b not None, object packed_bf16, object bias, object err, double err_max,
-                 double w_norm_max, double bias_max, double rel, double abs_err):
-        if not isinstance(packed_bf16, np.ndarray) or packed_bf16.dtype != np.uint16 or packed_bf16.ndim != 1 \
-                or not packed_bf16.flags.c_contiguous or packed_bf16.shape[0] != b.data.shape[0]:
-            raise TypeError("packed_bf16 must be the contiguous uint16 array pack_bf16 returned for b")
-        if not isinstance(err, np.ndarray) or err.dtype != np.float64 or err.shape != (b.n,) \
-                or not err.flags.c_contiguous:
-            raise TypeError(f"err must be a contiguous float64 array of shape ({b.n},)")
-        cdef cnp.ndarray bias_arr = _vector(bias, "bias", b.n) if bias is not None else None
+    def __init__(self, PackedMatrix b not None, object q, object scale, object qsum, object bias, object err,
+                 double err_max, double w_norm_max, double bias_max, double rel, double slack, double abs_err):
+        cdef int n = b.n
+        if not isinstance(q, np.ndarray) or q.dtype != np.int8 or q.ndim != 1 or not q.flags.c_contiguous \
+                or q.shape[0] != pt_screen_q_size(b.k, n):
+            raise TypeError("q must be the contiguous int8 array pack_i8 returned for b")
+        for name, arr, dtype in (("scale", scale, np.float64), ("qsum", qsum, np.int32), ("err", err, np.float64)):
+            if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != (n,) \
+                    or not arr.flags.c_contiguous:
+                raise TypeError(f"{name} must be a contiguous {np.dtype(dtype).name} array of shape ({n},)")
+        cdef cnp.ndarray bias_arr = _vector(bias, "bias", n) if bias is not None else None
         for name, v in (("err_max", err_max), ("w_norm_max", w_norm_max), ("bias_max", bias_max),
-                        ("rel", rel), ("abs_err", abs_err)):
+                        ("rel", rel), ("slack", slack), ("abs_err", abs_err)):
             if not (0.0 <= v < float("inf")):
                 raise ValueError(f"{name} must be finite and >= 0, got {v}")
-        self.refs = (b, packed_bf16, bias_arr, err)
-        self.s.rp = <const unsigned short *>cnp.PyArray_DATA(<cnp.ndarray>packed_bf16)
+        self.refs = (b, q, scale, qsum, bias_arr, err)
+        self.s.q = <const int8_t *>cnp.PyArray_DATA(<cnp.ndarray>q)
+        self.s.scale = <const double *>cnp.PyArray_DATA(<cnp.ndarray>scale)
+        self.s.qsum = <const int32_t *>cnp.PyArray_DATA(<cnp.ndarray>qsum)
         self.s.bp = _cptr(<cnp.ndarray>b.data)
         self.s.bias = _cptr(bias_arr) if bias_arr is not None else NULL
         self.s.err = <const double *>cnp.PyArray_DATA(<cnp.ndarray>err)
@@ -493,9 +468,62 @@ cdef class Screen:
         self.s.w_norm_max = w_norm_max
         self.s.bias_max = bias_max
         self.s.rel = rel
+        self.s.slack = slack
         self.s.abs_err = abs_err
-        self.s.n = b.n
+        self.s.n = n
         self.s.k = b.k
+
+
+cdef cnp.ndarray _screen_rows(Screen screen, object x):
+    cdef cnp.ndarray X = _check(x, "x", 2)
+    if X.shape[1] != screen.s.k:
+        raise ValueError(f"x has {X.shape[1]} features but the projection expects {screen.s.k}")
+    return X
+
+
+def screen_quantize(Screen screen not None, object x):
+    """The screen's quantization of the rows of x (at most SCREEN_MAX_ROWS): the digit words hi and
+    lo (rows x groups uint32), the scales, ||x|| and ||x - scale * xq|| per row; None when a row is
+    not finite."""
+    cdef cnp.ndarray X = _screen_rows(screen, x)
+    cdef int m = X.shape[0], k = screen.s.k, groups = pt_screen_groups(k)
+    if m > PT_SCREEN_MAX_ROWS:
+        raise ValueError(f"the screen takes at most {PT_SCREEN_MAX_ROWS} rows, got {m}")
+    cdef cnp.ndarray hi = np.empty((m, groups), dtype=np.uint32)
+    cdef cnp.ndarray lo = np.empty((m, groups), dtype=np.uint32)
+    cdef cnp.ndarray sx = np.empty(m, dtype=np.float64)
+    cdef cnp.ndarray xn = np.empty(m, dtype=np.float64)
+    cdef cnp.ndarray en = np.empty(m, dtype=np.float64)
+    cdef Py_ssize_t ldx = _ld(X, 0) if m > 1 else k
+    cdef const float *px = _cptr(X)
+    cdef int ok
+    with nogil:
+        ok = pt_screen_quantize(px, ldx, m, k, <uint32_t *>cnp.PyArray_DATA(hi),
+                                <uint32_t *>cnp.PyArray_DATA(lo), <double *>cnp.PyArray_DATA(sx),
+                                <double *>cnp.PyArray_DATA(xn), <double *>cnp.PyArray_DATA(en))
+    return (hi, lo, sx, xn, en) if ok else None
+
+
+def screen_logits(Screen screen not None, object x):
+    """The screen's approximate logits of the rows of x (at most SCREEN_MAX_ROWS; see
+    pt_screen_logits_fn in csrc/pt_screen.h): float32 (rows, n), the same bits on every path."""
+    q = screen_quantize(screen, x)
+    if q is None:
+        raise ValueError("x must be finite")
+    cdef cnp.ndarray hi = q[0], lo = q[1], sx = q[2]
+    cdef int m = hi.shape[0]
+    cdef cnp.ndarray g = np.empty((m, screen.s.n), dtype=np.float32)
+    cdef int nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
+    cdef pt_screen_logits_fn fn = _screen_logits_fn()
+    cdef float *pg = _ptr(g)
+    cdef int status
+    with nogil:
+        status = fn(&screen.s, <const uint32_t *>cnp.PyArray_DATA(hi), <const uint32_t *>cnp.PyArray_DATA(lo),
+                    <const double *>cnp.PyArray_DATA(sx), m, pg, nt)
+    _status(status, "screen_logits")
+    return g
 
 
 def screen_argmax(Screen screen not None, object x, object banned=None, int max_cand=1024, object scratch=None):
@@ -503,11 +531,9 @@ def screen_argmax(Screen screen not None, object x, object banned=None, int max_
     compute the full logits (see pt_screen_argmax in csrc/pt_screen.h). scratch: a writable
     (rows, n) float32 array for the approximate logits (a decoder state's logits buffer), so a
     step allocates none; its contents are overwritten."""
-    cdef cnp.ndarray X = _check(x, "x", 2)
+    cdef cnp.ndarray X = _screen_rows(screen, x)
     cdef int m = X.shape[0]
     cdef int n = screen.s.n
-    if X.shape[1] != screen.s.k:
-        raise ValueError(f"x has {X.shape[1]} features but the projection expects {screen.s.k}")
     if m > PT_SCREEN_MAX_ROWS:
         return None
     cdef cnp.ndarray M = None
@@ -527,13 +553,15 @@ def screen_argmax(Screen screen not None, object x, object banned=None, int max_
             raise ValueError("scratch must be C-contiguous")
         if _overlaps(X, g):
             raise ValueError("x and scratch must not overlap")
+    cdef cnp.ndarray digits = np.empty(2 * m * pt_screen_groups(screen.s.k), dtype=np.uint32)
     cdef cnp.ndarray cand = np.empty(max_cand, dtype=np.int32)
     cdef cnp.ndarray tokens = np.empty(m, dtype=np.int64)
-    cdef pt_gemm_bf16_fn approx = _gemm_bf16_fn()
+    cdef pt_screen_logits_fn approx = _screen_logits_fn()
     cdef pt_gemm_packed_fn exact = _gemm_fn()
     cdef const float *px = _cptr(X)
     cdef Py_ssize_t ldx = _ld(X, 0) if m > 1 else screen.s.k
     cdef const unsigned char *pm = <const unsigned char *>cnp.PyArray_DATA(M) if M is not None else NULL
+    cdef uint32_t *pdig = <uint32_t *>cnp.PyArray_DATA(digits)
     cdef float *pg = _ptr(g)
     cdef int32_t *pc = <int32_t *>cnp.PyArray_DATA(cand)
     cdef long long *pt = <long long *>cnp.PyArray_DATA(tokens)
@@ -542,7 +570,7 @@ def screen_argmax(Screen screen not None, object x, object banned=None, int max_
         _mark_threads_used()
     cdef int status
     with nogil:
-        status = pt_screen_argmax(&screen.s, approx, exact, px, ldx, m, pm, max_cand, nt, pg, pc, pt)
+        status = pt_screen_argmax(&screen.s, approx, exact, px, ldx, m, pm, max_cand, nt, pdig, pg, pc, pt)
     if status < 0:
         _status(-status, "screen_argmax")
     return tokens if status == 1 else None

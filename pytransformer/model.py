@@ -246,8 +246,8 @@ class Model:
     forced_eos_id = None
     suppressed_ids = None
 
-    # Output projections at least this large (float32 bytes) get a bfloat16 screen at load, which
-    # makes greedy steps at small batch sizes read about half as many bytes for the projection
+    # Output projections at least this large (float32 bytes) get an 8-bit screen at load, which
+    # makes greedy steps at small batch sizes read about a quarter as many bytes for the projection
     # (same tokens; see pytransformer/screen.py). Smaller ones are cheap to read in full.
     SCREEN_MIN_BYTES = 4 << 20
 
@@ -494,9 +494,9 @@ class Model:
         return self.output(self._final_hidden(x), out=out)
 
     def set_output_screen(self, enabled):
-        """Screen the greedy argmax with a bfloat16 copy of the output projection (True), or always
+        """Screen the greedy argmax with an 8-bit copy of the output projection (True), or always
         compute the full float32 logits (False, and frees the copy). Tokens are identical either way;
-        the screen costs half the projection's float32 bytes in memory. Returns whether a screen is
+        the screen costs a quarter of the projection's float32 bytes in memory. Returns whether a screen is
         in use: a projection with non-finite weights cannot be screened."""
         from .screen import OutputScreen
         self.output_screen = OutputScreen.build(self.output) if enabled else None

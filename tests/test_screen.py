@@ -1,9 +1,10 @@
-"""test_screen.py - the bfloat16 screen of the output projection (pytransformer/screen.py).
+"""test_screen.py - the 8-bit screen of the output projection (pytransformer/screen.py).
 
-Kernels against float64 NumPy references (bf16 rounding, error sums, the approximate GEMM on every
-ISA path); the error bound the screen relies on, over many magnitudes; the screened argmax against
-the float32 argmax on random, tied, nearly tied and banned columns; and whole models decoding the
-same tokens with and without the screen.
+Kernels against NumPy references (the quantization of weights and rows, the error sums against
+float64, the approximate logits bit for bit against exact integer arithmetic on every ISA path);
+the error bound the screen relies on, over many magnitudes; the screened argmax against the float32
+argmax on random, tied, nearly tied and banned columns; and whole models decoding the same tokens
+with and without the screen.
 """
 import numpy as np
 import pytest
@@ -16,50 +17,93 @@ from pytransformer.screen import OutputScreen
 from conftest import ISAS, with_threads
 
 
-def bf16_round(w):
-    """float32 -> bfloat16 (round to nearest, ties to even) -> float32, in NumPy integer arithmetic."""
-    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    return (r.astype(np.uint32) << 16).view(np.float32)
-
-
 def packed_linear(rng, n, k, bias=True, scale=1.0):
     w = (rng.standard_normal((n, k)) * scale).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32) if bias else None
     return w, b, Linear(w, b)
 
 
+def unpack_q(q, n, k):
+    """The screen's int8 layout (panel, group of 4 k values, column, k within the group) -> (n, k)."""
+    groups = (k + 3) // 4
+    panels = q.reshape(-1, groups, 16, 4).transpose(0, 2, 1, 3).reshape(-1, 16, groups * 4)
+    return panels.reshape(-1, groups * 4)[:, :k][:n].astype(np.int64), panels
+
+
+def reference_scales(w):
+    """Per row of w (a column of the projection): 2^e with max |w| / 2^e in [64, 128), clamped."""
+    amax = np.abs(w.astype(np.float64)).max(axis=1)
+    e = np.where(amax > 0, np.frexp(amax)[1] - 7, 0)
+    return np.ldexp(1.0, np.clip(e, -100, 121))
+
+
+def reference_quantize_rows(x):
+    """The screen's 14-bit quantization of rows: scale 2^e with max |x| / 2^e in [4096, 8192)."""
+    x64 = x.astype(np.float64)
+    amax = np.abs(x64).max(axis=1)
+    sx = np.ldexp(1.0, np.where(amax > 0, np.frexp(amax)[1] - 13, 0))
+    xq = np.clip(np.rint(x64 / sx[:, None]), -8191, 8191).astype(np.int64)
+    return xq, sx
+
+
+def reference_logits(screen, x, n, k, bias):
+    """float32(sum xq q * s_j * s_x + b) with the sum in exact integers and the rest in float64:
+    what every path must give, bit for bit."""
+    qm, _ = unpack_q(screen.q, n, k)
+    xq, sx = reference_quantize_rows(x)
+    g = (xq @ qm.T).astype(np.float64) * screen.scale[None, :] * sx[:, None]
+    if bias is not None:
+        g = g + bias.astype(np.float64)
+    return g.astype(np.float32)
+
+
 # ---------------------------------------------------------------- kernels
 
-@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 64), (17, 300), (129, 33)])
-def test_pack_bf16_rounds_to_nearest_even_and_sums_match(rng, n, k):
+@pytest.mark.parametrize("n,k", [(1, 1), (15, 7), (16, 64), (17, 300), (129, 33), (20, 1030)])
+def test_pack_i8_quantizes_to_nearest_even_and_sums_match(rng, n, k):
     w = rng.standard_normal((n, k)).astype(np.float32)
-    # values exactly halfway between two bf16 numbers: ties go to the even one
-    w.flat[0] = np.uint32(0x3F808000).view(np.float32)      # 1.00390625: tie, rounds down to 1.0
-    if w.size > 1:
-        w.flat[1] = np.uint32(0x3F818000).view(np.float32)  # tie, rounds up to 0x3F82
-    bf16, sq_w, sq_d = K.pack_bf16(K.pack(w, transpose=True))
-    r = bf16_round(w)
-    assert r.flat[0] == 1.0 and (w.size == 1 or r.flat[1].view(np.uint32) == 0x3F820000)
-    unpacked = (bf16.astype(np.uint32) << 16).view(np.float32).reshape(-1, k, 16)   # panels
-    got = unpacked.transpose(0, 2, 1).reshape(-1, k)[:n]
-    np.testing.assert_array_equal(got, r)
-    assert not unpacked.transpose(0, 2, 1).reshape(-1, k)[n:].any()                   # zero padding
+    w[0, :] = 0.0
+    w[0, 0] = 127.5                        # scale 1: 127.5 is clamped to 127, the halves are ties
+    if k >= 5:
+        w[0, 1:5] = [2.5, 3.5, -2.5, 27.5]
+    if n > 3:
+        w[1] *= np.float32(1e-38)          # subnormal-range column: the scale is clamped at 2^-100
+        w[2] = 0.0                         # an all-zero column
+        w[3] *= np.float32(1e17)
+    q, scale, qsum, sq_w, sq_d = K.pack_i8(K.pack(w, transpose=True))
+    assert q.dtype == np.int8 and q.shape == (((n + 15) // 16) * ((k + 3) // 4) * 64,)
+    qm, panels = unpack_q(q, n, k)
+    s = reference_scales(w)
+    np.testing.assert_array_equal(scale, s)
+    want = np.clip(np.rint(w.astype(np.float64) / s[:, None]), -127, 127)   # rint: ties to even
+    np.testing.assert_array_equal(qm, want)
+    if k >= 5:
+        np.testing.assert_array_equal(qm[0, :5], [127, 2, 4, -2, 28])
+    assert qm[0, 0] == 127 and not panels.reshape(-1, panels.shape[-1])[n:].any()   # zero padding:
+    assert not panels[:, :, k:].any()                                                  # columns, k
+    np.testing.assert_array_equal(qsum, qm.sum(axis=1))
+    nz = np.abs(w).max(axis=1) > 1e-30
+    ratio = np.abs(w[nz]).max(axis=1) / s[nz]
+    assert np.all((ratio >= 64) & (ratio < 128))
     # upper bounds of the float64 sums, within a factor 1 + ~k 2^-24 (float32 sums, widened)
-    w64, r64 = w.astype(np.float64), r.astype(np.float64)
+    w64, r64 = w.astype(np.float64), qm * s[:, None]
     for got_sum, exact in ((sq_w, (w64 ** 2).sum(1)), (sq_d, ((w64 - r64) ** 2).sum(1))):
         assert np.all(got_sum >= exact)
         np.testing.assert_allclose(got_sum, exact, rtol=3 * (k + 1) * 2.0 ** -24, atol=1e-40)
 
 
-def test_pack_bf16_same_bits_on_every_path(rng):
-    lin = packed_linear(rng, 77, 130, scale=1e-3)[2]
+def test_pack_i8_same_bits_on_every_path(rng):
+    w = (rng.standard_normal((77, 130)) * 1e-3).astype(np.float32)
+    w[5] *= np.float32(1e-36)
+    w[9, ::3] = 0.0
+    w[11, 7] = 1e30
+    lin = Linear(w)
     before = K.get_isa()
     try:
         results = []
         for isa in ISAS:
             K.set_isa(isa)
-            results.append(K.pack_bf16(lin.packed))
+            results.append(K.pack_i8(lin.packed))
     finally:
         K.set_isa(before)
     for r in results[1:]:
@@ -67,80 +111,72 @@ def test_pack_bf16_same_bits_on_every_path(rng):
             np.testing.assert_array_equal(a, b)
 
 
-def test_pack_bf16_non_finite_values_give_non_finite_sums():
+def test_pack_i8_non_finite_values_give_non_finite_sums(isa):
     w = np.ones((20, 8), dtype=np.float32)
     w[3, 2] = np.inf
     w[17, 5] = np.nan
-    w[9, 0] = np.finfo(np.float32).max           # rounds up to infinity in bf16
-    _, sq_w, sq_d = K.pack_bf16(K.pack(w, transpose=True))
+    w[9, 0] = np.finfo(np.float32).max           # its square overflows
+    _, _, _, sq_w, sq_d = K.pack_i8(K.pack(w, transpose=True))
     bad = ~np.isfinite(sq_w + sq_d)
     assert set(np.flatnonzero(bad)) == {3, 9, 17}
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9])
-@pytest.mark.parametrize("n,k", [(1, 5), (16, 16), (33, 64), (200, 129)])
-def test_gemm_bf16_matches_float64_reference(isa, threads, rng, m, n, k):
-    w, b, lin = packed_linear(rng, n, k)
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    bf16, *_ = K.pack_bf16(lin.packed)
-    got = K.gemm_bf16(a, bf16, k, n, b)
-    r = bf16_round(w).astype(np.float64)
-    want = a.astype(np.float64) @ r.T + b
-    # any summation order: |error| <= gamma_k sum |a||r| (+ the bias add)
-    bound = 1.01 * (k * 2.0 ** -24) * (np.abs(a) @ np.abs(r).T) + 2.0 ** -23 * np.abs(want) + 1e-30
-    assert np.all(np.abs(got - want) <= bound)
-    # strided rows in and out, no bias
-    a2 = np.zeros((m, k + 3), dtype=np.float32)
-    a2[:, :k] = a
-    out = np.full((m, n + 5), 7.0, dtype=np.float32)
-    K.gemm_bf16(a2[:, :k], bf16, k, n, None, out=out[:, :n])
-    assert np.all(np.abs(out[:, :n] - (want - b)) <= bound)
-    assert np.all(out[:, n:] == 7.0)
+def test_screen_quantizes_rows_as_documented(rng):
+    _, _, lin = packed_linear(rng, 40, 30)
+    screen = OutputScreen.build(lin)
+    x = rng.standard_normal((4, 30)).astype(np.float32)
+    x[1] *= np.float32(1e-40)                    # subnormal row
+    x[2] = 0.0
+    x[3, 0] = 8191.5 / 8192 * 2.0 ** 20          # rounds to 8192 steps: clamped to 8191
+    x[3, 1:] *= 1000
+    hi, lo, sx, xn, en = K.screen_quantize(screen.kernel, x)
+    xq, want_sx = reference_quantize_rows(x)
+    np.testing.assert_array_equal(sx, want_sx)
+    assert xq[3, 0] == 8191
+    digits = (hi.astype(np.int64)[:, :, None] >> (8 * np.arange(4))) & 255
+    low = (lo.astype(np.int64)[:, :, None] >> (8 * np.arange(4))) & 255
+    assert digits.max() <= 127 and low.max() <= 127
+    u = (digits * 128 + low).reshape(4, -1)
+    np.testing.assert_array_equal(u[:, :30] - 8192, xq)
+    assert not u[:, 30:].any()                   # the group's padding: zero digits
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(xn, np.sqrt((x64 ** 2).sum(1)), rtol=1e-14)
+    np.testing.assert_allclose(en, np.sqrt(((x64 - xq * want_sx[:, None]) ** 2).sum(1)), rtol=1e-14)
+    assert en[2] == 0 and xn[2] == 0
+    x[0, 4] = np.nan
+    assert K.screen_quantize(screen.kernel, x) is None
 
 
-def test_gemm_bf16_threads_and_paths_agree_with_each_other(rng):
-    """Not bitwise across paths (the order of the sum is free), but every path within the bound of
-    the others, and each path the same on 1 and 2 threads (every column has one owner)."""
-    w, b, lin = packed_linear(rng, 300, 96)
-    bf16, *_ = K.pack_bf16(lin.packed)
-    a = rng.standard_normal((3, 96)).astype(np.float32)
-    before = K.get_isa()
-    try:
-        outs = []
-        for isa in ISAS:
-            K.set_isa(isa)
-            one = with_threads(1, K.gemm_bf16, a, bf16, 96, 300, b)
-            two = with_threads(2, K.gemm_bf16, a, bf16, 96, 300, b)
-            np.testing.assert_array_equal(one, two)
-            outs.append(one)
-    finally:
-        K.set_isa(before)
-    for o in outs[1:]:
-        np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("n,k", [(1, 5), (16, 16), (33, 64), (200, 129), (70, 1100)])
+def test_screen_logits_are_exact_on_every_path(isa, threads, rng, m, n, k):
+    """Integer dot products: every path (and any number of threads) gives the reference bits;
+    k = 1100 takes two blocks of 256 groups."""
+    w, b, lin = packed_linear(rng, n, k, bias=bool(n % 2))
+    screen = OutputScreen.build(lin)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[0, 0] = 40.0                               # an outlier feature
+    np.testing.assert_array_equal(screen.logits(x), reference_logits(screen, x, n, k, b))
+    strided = np.zeros((m, k + 3), dtype=np.float32)
+    strided[:, :k] = x
+    np.testing.assert_array_equal(screen.logits(strided[:, :k]), reference_logits(screen, x, n, k, b))
 
 
-def test_gemm_bf16_and_pack_reject_bad_arguments(rng):
-    _, _, lin = packed_linear(rng, 20, 8)
-    bf16, *_ = K.pack_bf16(lin.packed)
-    a = np.ones((2, 8), dtype=np.float32)
-    with pytest.raises(TypeError, match="packed_bf16"):
-        K.gemm_bf16(a, bf16.astype(np.int16), 8, 20)
-    with pytest.raises(TypeError, match="packed_bf16"):
-        K.gemm_bf16(a, [1, 2, 3], 8, 20)
-    with pytest.raises(ValueError, match="not a packed"):
-        K.gemm_bf16(a, bf16, 8, 40)
-    with pytest.raises(ValueError, match="not a packed"):
-        K.gemm_bf16(a, bf16[:-16], 8, 20)
-    with pytest.raises(ValueError, match="shapes do not match"):
-        K.gemm_bf16(np.ones((2, 9), dtype=np.float32), bf16, 8, 20)
-    with pytest.raises(TypeError, match="float32"):
-        K.gemm_bf16(a.astype(np.float64), bf16, 8, 20)
-    with pytest.raises(ValueError, match="bias"):
-        K.gemm_bf16(a, bf16, 8, 20, np.ones(19, dtype=np.float32))
-    with pytest.raises(ValueError, match="out"):
-        K.gemm_bf16(a, bf16, 8, 20, out=np.empty((2, 21), dtype=np.float32))
+def test_pack_and_screen_kernels_reject_bad_arguments(rng):
+    _, b, lin = packed_linear(rng, 20, 8)
+    screen = OutputScreen.build(lin)
     with pytest.raises(TypeError):
-        K.pack_bf16(np.ones((4, 4), dtype=np.float32))
+        K.pack_i8(np.ones((4, 4), dtype=np.float32))
+    with pytest.raises(TypeError):
+        K.pack_i8(None)
+    with pytest.raises(ValueError, match="at most"):
+        K.screen_logits(screen.kernel, np.ones((5, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match="features"):
+        K.screen_logits(screen.kernel, np.ones((1, 9), dtype=np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        K.screen_logits(screen.kernel, np.full((1, 8), np.inf, dtype=np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        K.screen_logits(screen.kernel, np.ones((1, 8)))
 
 
 def test_packed_columns_give_the_same_bits_as_the_whole_product(isa, rng):
@@ -162,20 +198,23 @@ def test_packed_columns_give_the_same_bits_as_the_whole_product(isa, rng):
 @pytest.mark.parametrize("scale", [1e-30, 1e-6, 1.0, 1e4, 1e12])
 def test_error_bound_holds_for_every_column(isa, rng, scale):
     """|float32 logits - screened logits| <= e_j for every column, over magnitudes from the
-    subnormal range to large, with the float32 GEMM of every path."""
+    subnormal range to large, with the float32 GEMM of every path; rows with outliers and zeros."""
     w, b, lin = packed_linear(rng, 500, 256, scale=0.05)
     screen = OutputScreen.build(lin)
-    for trial in range(5):
+    for trial in range(6):
         x = (rng.standard_normal((4, 256)) * scale * rng.uniform(0.5, 2)).astype(np.float32)
         if trial == 4:
             x[:, ::3] = 0.0
+        if trial == 5:
+            x[:, 7] *= 50                        # an outlier feature: coarser row quantization
         f = K.gemm(x, lin.packed, b).astype(np.float64)
-        g = K.gemm_bf16(x, screen.bf16, 256, 500, b).astype(np.float64)
-        norms = np.sqrt((x.astype(np.float64) ** 2).sum(1))[:, None]
-        e = norms * screen.err + 2.0 ** -21 * np.abs(g) + screen.abs_err
+        g = screen.logits(x).astype(np.float64)
+        _, _, _, xn, en = K.screen_quantize(screen.kernel, x)
+        e = ((xn[:, None] * screen.err + en[:, None] * screen.r_norm_max) * (1 + 2.0 ** -20)
+             + 2.0 ** -21 * np.abs(g) + screen.abs_err)
         assert np.all(np.abs(f - g) <= e)
         # and it is not vacuous: the bound is far below the spread of the logits
-        assert np.median(e) < 0.05 * (f.max() - f.min())
+        assert np.median(e) < 0.1 * (f.max() - f.min())
 
 
 def full_argmax(lin, x, banned=None):
@@ -195,8 +234,8 @@ def test_screened_argmax_equals_float32_argmax_on_random_rows(isa, rng):
 
 
 def test_ties_and_near_ties_resolve_as_argmax(isa, rng):
-    """Duplicate columns give exactly equal logits (the first must win); columns one bf16 step or
-    one float32 ulp apart are indistinguishable to the copy and must be settled exactly."""
+    """Duplicate columns give exactly equal logits (the first must win); columns one float32 ulp
+    apart are indistinguishable to the 8-bit copy and must be settled exactly."""
     k = 32
     w = rng.standard_normal((400, k)).astype(np.float32)
     x = rng.standard_normal((1, k)).astype(np.float32)
@@ -269,14 +308,20 @@ def test_screen_kernel_rejects_bad_arguments(rng):
         K.screen_argmax(screen.kernel, x, None, 1024, np.empty((2, 49), dtype=np.float32))
     with pytest.raises(ValueError, match="scratch"):
         K.screen_argmax(screen.kernel, x, None, 1024, np.empty((2, 100), dtype=np.float32)[:, ::2])
-    with pytest.raises(TypeError, match="packed_bf16"):
-        K.Screen(lin.packed, screen.bf16[:-1], b, screen.err, 1.0, 1.0, 1.0, 1e-6, 0.0)
-    with pytest.raises(TypeError, match="err"):
-        K.Screen(lin.packed, screen.bf16, b, screen.err[:-1], 1.0, 1.0, 1.0, 1e-6, 0.0)
-    with pytest.raises(ValueError, match="bias"):
-        K.Screen(lin.packed, screen.bf16, b[:-1], screen.err, 1.0, 1.0, 1.0, 1e-6, 0.0)
+    args = dict(q=screen.q, scale=screen.scale, qsum=screen.qsum, bias=b, err=screen.err)
+    consts = (1.0, 1.0, 1.0, 1e-6, 1.0, 0.0)
+    for name, bad, exc in (("q", screen.q[:-1], TypeError), ("q", screen.q.view(np.uint8), TypeError),
+                           ("scale", screen.scale[:-1], TypeError), ("scale", screen.scale.astype(np.float32), TypeError),
+                           ("qsum", screen.qsum.astype(np.int64), TypeError), ("err", screen.err[:-1], TypeError),
+                           ("bias", b[:-1], ValueError)):
+        with pytest.raises(exc, match=name):
+            K.Screen(lin.packed, **{**args, name: bad}, err_max=1.0, w_norm_max=1.0, bias_max=1.0, rel=1e-6,
+                     slack=1.0, abs_err=0.0)
     with pytest.raises(ValueError, match="rel"):
-        K.Screen(lin.packed, screen.bf16, b, screen.err, 1.0, 1.0, 1.0, float("nan"), 0.0)
+        K.Screen(lin.packed, *args.values(), 1.0, 1.0, 1.0, float("nan"), 1.0, 0.0)
+    with pytest.raises(ValueError, match="slack"):
+        K.Screen(lin.packed, *args.values(), 1.0, 1.0, 1.0, 1e-6, float("inf"), 0.0)
+    assert K.Screen(lin.packed, *args.values(), *consts) is not None
     # x = 0: the logits are the bias, exactly
     np.testing.assert_array_equal(K.screen_argmax(screen.kernel, np.zeros((1, 12), dtype=np.float32)),
                                   [np.argmax(b)])
