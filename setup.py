@@ -1,7 +1,8 @@
 """setup.py - builds pytransformer's C kernels and Cython bindings.
 
 The portable kernels are compiled with the default flags. Every csrc/*_avx2.c file is compiled
-separately with -mavx2 -mfma (and csrc/*_avx512.c with -mavx512f) and selected at run time from
+separately with -mavx2 -mfma (csrc/*_avx512.c with -mavx512f, csrc/*_vnni.c with -mavx512vnni too)
+and selected at run time from
 CPUID, so one wheel runs on any x86-64 (and the ISA units are simply left out where the compiler
 cannot target them, e.g. on Arm).
 OpenMP is detected by compiling a probe; without it the build succeeds serial, with a warning.
@@ -29,6 +30,8 @@ CSRC = "csrc"
 BASE_CFLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wno-unused-function"]
 AVX2_CFLAGS = ["-mavx2", "-mfma"]
 AVX512_CFLAGS = ["-mavx512f", "-mavx2", "-mfma"]
+# only csrc/*_vnni.c (integer dot products of the output screen), chosen at run time by CPUID
+VNNI_CFLAGS = AVX512_CFLAGS + ["-mavx512vnni"]
 
 
 def _env_flag(name):
@@ -62,6 +65,12 @@ AVX512_PROBE = """
 #include <immintrin.h>
 int main(void) { __m512 a = _mm512_set1_ps(1.f); a = _mm512_fmadd_ps(a, a, a);
 return (int)_mm512_reduce_add_ps(a) == 32 ? 0 : 1; }
+"""
+
+VNNI_PROBE = """
+#include <immintrin.h>
+int main(void) { __m512i a = _mm512_set1_epi32(0x01010101); a = _mm512_dpbusd_epi32(a, a, a);
+return _mm_cvtsi128_si32(_mm512_castsi512_si128(a)) == 0x01010105 ? 0 : 1; }
 """
 
 AVX2_PROBE = """
@@ -108,10 +117,14 @@ class BuildExt(build_ext):
         have_avx512 = have_avx2 and _compiler_accepts(compiler, AVX512_CFLAGS, AVX512_PROBE)
         if have_avx512:
             macros.append(("PT_HAVE_AVX512", "1"))
+        have_vnni = have_avx512 and _compiler_accepts(compiler, VNNI_CFLAGS, VNNI_PROBE)
+        if have_vnni:
+            macros.append(("PT_HAVE_AVX512VNNI", "1"))
 
         # ISA-specific translation units: built separately with their own flags, linked in, and
         # chosen at run time; everything else is compiled for the baseline of the target.
-        isa_units = [("_avx2.c", have_avx2, AVX2_CFLAGS), ("_avx512.c", have_avx512, AVX512_CFLAGS)]
+        isa_units = [("_avx2.c", have_avx2, AVX2_CFLAGS), ("_avx512.c", have_avx512, AVX512_CFLAGS),
+                     ("_vnni.c", have_vnni, VNNI_CFLAGS)]
         for ext in self.extensions:
             ext.extra_compile_args = cflags
             ext.extra_link_args = ldflags

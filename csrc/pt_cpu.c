@@ -29,6 +29,14 @@ int pt_avx512_compiled(void) {
 #endif
 }
 
+int pt_avx512_vnni_compiled(void) {
+#ifdef PT_HAVE_AVX512VNNI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int pt_cpu_has(const char *feature) {
 #ifdef PT_X86
     /* __builtin_cpu_supports checks both CPUID and that the OS saves the YMM state (XGETBV). */
@@ -38,6 +46,7 @@ int pt_cpu_has(const char *feature) {
     if (strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2") != 0;
     if (strcmp(feature, "fma") == 0) return __builtin_cpu_supports("fma") != 0;
     if (strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f") != 0;
+    if (strcmp(feature, "avx512vnni") == 0) return __builtin_cpu_supports("avx512vnni") != 0;
 #else
     (void)feature;
 #endif
@@ -50,6 +59,10 @@ int pt_cpu_has_avx2_fma(void) {
 
 int pt_cpu_has_avx512(void) {
     return pt_avx512_compiled() && pt_cpu_has_avx2_fma() && pt_cpu_has("avx512f");
+}
+
+int pt_cpu_has_avx512_vnni(void) {
+    return pt_avx512_vnni_compiled() && pt_cpu_has_avx512() && pt_cpu_has("avx512vnni");
 }
 
 int pt_openmp_enabled(void) {

@@ -9,7 +9,10 @@ int pt_avx2_compiled(void);
 /* 1 if this CPU and OS support AVX-512F (with AVX2 and FMA) and the AVX-512 GEMM was compiled in. */
 int pt_cpu_has_avx512(void);
 int pt_avx512_compiled(void);
-/* Individual features for reporting: sse4.2, avx, avx2, fma, avx512f. */
+/* 1 if, besides that, the CPU has AVX-512 VNNI and the screen's VNNI kernel was compiled in. */
+int pt_cpu_has_avx512_vnni(void);
+int pt_avx512_vnni_compiled(void);
+/* Individual features for reporting: sse4.2, avx, avx2, fma, avx512f, avx512vnni. */
 int pt_cpu_has(const char *feature);
 /* 1 if built with OpenMP. */
 int pt_openmp_enabled(void);

@@ -76,6 +76,9 @@ int pt_screen_logits_generic(const pt_screen *s, const uint32_t *hi, const uint3
                              const double *sx, int m, float *g, int nthreads);
 int pt_screen_logits_avx2(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
                           const double *sx, int m, float *g, int nthreads);
+/* With AVX-512 VNNI (PT_ERR_ISA when not compiled in; the caller checks pt_cpu_has_avx512_vnni). */
+int pt_screen_logits_vnni(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                          const double *sx, int m, float *g, int nthreads);
 
 /* Quantize the m rows of x (row stride ldx) for the screen: digits into hi, lo (as above), the
  * scales sx[i] = 2^e, and for each row ||x|| and ||x - sx xq|| (float64, rounded to nearest: the
@@ -87,8 +90,8 @@ int pt_screen_quantize(const float *x, ptrdiff_t ldx, int m, int k, uint32_t *hi
  * float32 logit x_i . w_j + bias_j that `exact` computes, over the columns not marked in banned
  * (n bytes, or NULL). Approximate logits from `approx` go to g (m x n floats); digits is a
  * workspace of 2 m pt_screen_groups(k) words; the columns whose bounds reach the largest lower
- * bound (at most max_cand per row, indices in cand) are recomputed by `exact`, one 16-column
- * panel at a time, single-threaded. Returns 1 with tokens[0..m) set, 0 when the caller must
+ * bound (at most max_cand per row, row i's indices in cand[i * max_cand...]) are recomputed by
+ * `exact`, one 16-column panel at a time (rows in parallel, each on one thread). Returns 1 with tokens[0..m) set, 0 when the caller must
  * compute the full logits instead (x not finite or so large that a logit could overflow, no
  * allowed column, more than max_cand candidates in a row), or a PT_ERR_* code negated. */
 int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_packed_fn exact,
@@ -97,11 +100,17 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
 
 /* ---- shared by the paths (not public API) */
 
-/* The most rows a greedy step screens: greedy decoding of the opus-mt-size model, 64 steps,
- * 2 threads, the (bfloat16) screen vs the float32 projection measured 1.23x faster at batch 1,
- * 1.17x at 4, level at 8, 0.94x at 16 (the float32 GEMM then reads each weight once for many
- * rows and is compute-bound). */
-#define PT_SCREEN_MAX_ROWS 4
+/* The most rows a greedy step screens (a batch of more sequences computes the full logits), by
+ * the path's dot products: opus-mt-size projection (58,101 x 512), 2 threads, a 120 MB sweep
+ * between calls, the screened argmax against the float32 GEMM + argmax measured
+ *   VNNI: 2.8x faster at 1 row, 2.1x at 4, 1.5x at 8, 1.4x at 12, 1.3x at 16;
+ *   AVX2: 2.7x at 1 row, 1.6x at 4, 1.0x at 8, 0.9x at 12, 0.8x at 16 (pmaddubsw is compute-bound
+ *   once several rows share each weight). */
+#define PT_SCREEN_MAX_ROWS 16
+#define PT_SCREEN_MAX_ROWS_AVX2 4
+/* Rows of a at once in a tile kernel; more rows run in groups of this many, each group over a
+ * chunk of panels that stays in L2, so the copy still comes from memory once. */
+#define PT_SCREEN_TILE_ROWS 4
 /* Panels of the widest tile any path uses. */
 #define PT_SCREEN_MAX_NP 4
 /* Groups per call of a tile kernel: its int32 lanes then cannot overflow (each group adds at
@@ -113,12 +122,12 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
  * hi/lo rows are ldg words apart. */
 typedef void (*pt_screen_tile_fn)(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp,
                                   size_t pstride, int g0, int g1, int32_t *tile);
-/* A path's tile kernels by number of rows (index 1..PT_SCREEN_MAX_ROWS): the widest, taking
+/* A path's tile kernels by number of rows (index 1..PT_SCREEN_TILE_ROWS): the widest, taking
  * wide_np[rows] panels, and the one-panel kernel for what is left. */
 typedef struct {
-    pt_screen_tile_fn wide[PT_SCREEN_MAX_ROWS + 1];
-    pt_screen_tile_fn one[PT_SCREEN_MAX_ROWS + 1];
-    int wide_np[PT_SCREEN_MAX_ROWS + 1];
+    pt_screen_tile_fn wide[PT_SCREEN_TILE_ROWS + 1];
+    pt_screen_tile_fn one[PT_SCREEN_TILE_ROWS + 1];
+    int wide_np[PT_SCREEN_TILE_ROWS + 1];
 } pt_screen_tiles;
 /* The body of every pt_screen_logits_*: checks the arguments, splits the panels into chunks over
  * the threads and runs the path's tiles over each chunk; scales, adds the bias, rounds. */

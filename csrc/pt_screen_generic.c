@@ -132,6 +132,62 @@ static int first_allowed_max(const float *g, int n, const uint8_t *banned) {
 /* Beyond this ||x|| * max ||w_j|| + max |bias| a logit might overflow float32. */
 #define PT_SCREEN_MAGNITUDE_LIMIT 1e36
 
+/* One row of pt_screen_argmax after its approximate logits gi: 1 with *token set, 0 to decline,
+ * or a PT_ERR_* code negated. */
+static int select_row(const pt_screen *s, pt_gemm_packed_fn exact, const float *xi, const float *gi,
+                      double norm, double enorm, const uint8_t *banned, int max_cand, int32_t *cand,
+                      long long *token) {
+    const int n = s->n, k = s->k;
+    const double rel = s->rel;
+    const double xn = norm * s->slack;
+    /* the row's quantization error, the same for every column (bounded with max ||r_j||) */
+    const double c0 = enorm * s->w_norm_max * s->slack + s->abs_err;
+    /* lower bound of the exact maximum: that of the allowed column with the largest g */
+    int top = first_allowed_max(gi, n, banned);
+    if (top < 0) return 0;
+    double gt = gi[top];
+    double low = gt - (xn * s->err[top] + rel * fabs(gt) + c0);
+    /* cheap float prefilter with the largest err: g_j + e_j >= low needs
+     * g_j (1 +- rel) >= low - (xn * err_max + c0) whatever the sign of g_j */
+    double reach = low - (xn * s->err_max + c0);
+    double t = fmin(reach / (1.0 + rel), reach / (1.0 - rel));
+    float t32 = t < -FLT_MAX ? -HUGE_VALF : (float)t;          /* |t| < 1e37 here, but be safe */
+    if ((double)t32 > t) t32 = nextafterf(t32, -HUGE_VALF);   /* round down, never up */
+    int count = 0;
+    for (int j0 = 0; j0 < n; j0 += PT_SCREEN_SCAN) {
+        int j1 = n - j0 < PT_SCREEN_SCAN ? n : j0 + PT_SCREEN_SCAN;
+        if (block_max(gi + j0, j1 - j0) < t32) continue;
+        for (int j = j0; j < j1; j++) {
+            float v = gi[j];
+            if (v < t32 || (banned != NULL && banned[j])) continue;
+            if ((double)v + (xn * s->err[j] + rel * fabs((double)v) + c0) >= low) {
+                if (count == max_cand) return 0;
+                cand[count++] = j;
+            }
+        }
+    }
+    /* exact float32 logits of the candidates' panels (ascending), first maximum wins */
+    long long best = -1;
+    float best_v = 0.0f;
+    for (int c = 0; c < count;) {
+        int j0 = cand[c] / PT_NR * PT_NR;
+        int cols = n - j0 < PT_NR ? n - j0 : PT_NR;
+        float vals[PT_NR];
+        int status = exact(xi, k, s->bp + (size_t)j0 * k, s->bias != NULL ? s->bias + j0 : NULL,
+                           NULL, 0, vals, cols, 1, cols, k, PT_ACT_NONE, 1);
+        if (status != PT_OK) return -status;
+        for (; c < count && cand[c] < j0 + PT_NR; c++) {
+            float v = vals[cand[c] - j0];
+            if (best < 0 || v > best_v) {
+                best = cand[c];
+                best_v = v;
+            }
+        }
+    }
+    *token = best;
+    return 1;
+}
+
 int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_packed_fn exact,
                      const float *x, ptrdiff_t ldx, int m, const uint8_t *banned, int max_cand,
                      int nthreads, uint32_t *digits, float *g, int32_t *cand, long long *tokens) {
@@ -147,91 +203,57 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
         if (!(norm[i] * s->w_norm_max + s->bias_max <= PT_SCREEN_MAGNITUDE_LIMIT)) return 0;
     int status = approx(s, hi, lo, sx, m, g, nthreads);
     if (status != PT_OK) return -status;
-    const double rel = s->rel, abs_err = s->abs_err;
+    int result[PT_SCREEN_MAX_ROWS];
+    int nt = m < nthreads ? m : nthreads;
+    PT_PARALLEL_FOR(nt, i, m, {
+        result[i] = select_row(s, exact, x + (ptrdiff_t)i * ldx, g + (size_t)i * n, norm[i], enorm[i], banned,
+                               max_cand, cand + (size_t)i * max_cand, &tokens[i]);
+    });
+    (void)nt;
+    int ret = 1;
     for (int i = 0; i < m; i++) {
-        const float *gi = g + (size_t)i * n;
-        const double xn = norm[i] * s->slack;
-        /* the row's quantization error, the same for every column (bounded with max ||r_j||) */
-        const double c0 = enorm[i] * s->w_norm_max * s->slack + abs_err;
-        /* lower bound of the exact maximum: that of the allowed column with the largest g */
-        int top = first_allowed_max(gi, n, banned);
-        if (top < 0) return 0;
-        double gt = gi[top];
-        double low = gt - (xn * s->err[top] + rel * fabs(gt) + c0);
-        /* cheap float prefilter with the largest err: g_j + e_j >= low needs
-         * g_j (1 +- rel) >= low - (xn * err_max + c0) whatever the sign of g_j */
-        double reach = low - (xn * s->err_max + c0);
-        double t = fmin(reach / (1.0 + rel), reach / (1.0 - rel));
-        float t32 = t < -FLT_MAX ? -HUGE_VALF : (float)t;          /* |t| < 1e37 here, but be safe */
-        if ((double)t32 > t) t32 = nextafterf(t32, -HUGE_VALF);   /* round down, never up */
-        int count = 0;
-        for (int j0 = 0; j0 < n; j0 += PT_SCREEN_SCAN) {
-            int j1 = n - j0 < PT_SCREEN_SCAN ? n : j0 + PT_SCREEN_SCAN;
-            if (block_max(gi + j0, j1 - j0) < t32) continue;
-            for (int j = j0; j < j1; j++) {
-                float v = gi[j];
-                if (v < t32 || (banned != NULL && banned[j])) continue;
-                if ((double)v + (xn * s->err[j] + rel * fabs((double)v) + c0) >= low) {
-                    if (count == max_cand) return 0;
-                    cand[count++] = j;
-                }
-            }
-        }
-        /* exact float32 logits of the candidates' panels (ascending), first maximum wins */
-        long long best = -1;
-        float best_v = 0.0f;
-        const float *xi = x + (ptrdiff_t)i * ldx;
-        for (int c = 0; c < count;) {
-            int j0 = cand[c] / PT_NR * PT_NR;
-            int cols = n - j0 < PT_NR ? n - j0 : PT_NR;
-            float vals[PT_NR];
-            status = exact(xi, k, s->bp + (size_t)j0 * k, s->bias != NULL ? s->bias + j0 : NULL,
-                           NULL, 0, vals, cols, 1, cols, k, PT_ACT_NONE, 1);
-            if (status != PT_OK) return -status;
-            for (; c < count && cand[c] < j0 + PT_NR; c++) {
-                float v = vals[cand[c] - j0];
-                if (best < 0 || v > best_v) {
-                    best = cand[c];
-                    best_v = v;
-                }
-            }
-        }
-        tokens[i] = best;
+        if (result[i] < 0) return result[i];
+        if (result[i] == 0) ret = 0;
     }
-    return 1;
+    return ret;
 }
 
 /* Panels per chunk of work: 16 panels of k = 512 are 128 KiB of the copy. */
 #define PT_SCREEN_CHUNK_PANELS 16
 
-/* Rows [0, m) x panels [p0, p1) on the calling thread. */
+/* Rows [0, m) x panels [p0, p1) on the calling thread, PT_SCREEN_TILE_ROWS rows at a time (the
+ * chunk's panels stay in L2 for the next group). */
 static void screen_region(const pt_screen_tiles *tiles, const pt_screen *s, const uint32_t *hi,
                           const uint32_t *lo, const double *sx, int m, float *g, int p0, int p1) {
-    int32_t part[PT_SCREEN_MAX_ROWS * PT_SCREEN_MAX_NP * PT_NR];
-    double acc[PT_SCREEN_MAX_ROWS * PT_SCREEN_MAX_NP * PT_NR];
+    int32_t part[PT_SCREEN_TILE_ROWS * PT_SCREEN_MAX_NP * PT_NR];
+    double acc[PT_SCREEN_TILE_ROWS * PT_SCREEN_MAX_NP * PT_NR];
     int n = s->n, groups = pt_screen_groups(s->k);
     size_t pstride = (size_t)groups * PT_SCREEN_GROUP_BYTES;
-    for (int p = p0; p < p1;) {
-        int np = tiles->wide_np[m] <= p1 - p ? tiles->wide_np[m] : 1;
-        pt_screen_tile_fn fn = np > 1 ? tiles->wide[m] : tiles->one[m];
-        int vals = m * np * PT_NR;
-        for (int v = 0; v < vals; v++) acc[v] = 0.0;
-        for (int g0 = 0; g0 < groups; g0 += PT_SCREEN_BLOCK_GROUPS) {
-            int g1 = groups - g0 < PT_SCREEN_BLOCK_GROUPS ? groups : g0 + PT_SCREEN_BLOCK_GROUPS;
-            fn(hi, lo, groups, s->q + (size_t)p * pstride, pstride, g0, g1, part);
-            for (int v = 0; v < vals; v++) acc[v] += part[v];      /* exact: |sum| < 2^53 */
-        }
-        for (int r = 0; r < m; r++) {
-            float *out = g + (size_t)r * n;
-            for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
-                /* sum xq q = sum (xq + 8192) q - 8192 sum q, exact; times two powers of two, exact;
-                 * the bias add rounds in float64 and the store to float32 */
-                double dot = acc[r * np * PT_NR + (j - p * PT_NR)] - (double)PT_SCREEN_X_OFFSET * s->qsum[j];
-                double v = dot * s->scale[j] * sx[r];
-                out[j] = (float)(s->bias != NULL ? v + s->bias[j] : v);
+    for (int r0 = 0; r0 < m; r0 += PT_SCREEN_TILE_ROWS) {
+        int rows = m - r0 < PT_SCREEN_TILE_ROWS ? m - r0 : PT_SCREEN_TILE_ROWS;
+        const uint32_t *h = hi + (size_t)r0 * groups, *l = lo + (size_t)r0 * groups;
+        for (int p = p0; p < p1;) {
+            int np = tiles->wide_np[rows] <= p1 - p ? tiles->wide_np[rows] : 1;
+            pt_screen_tile_fn fn = np > 1 ? tiles->wide[rows] : tiles->one[rows];
+            int vals = rows * np * PT_NR;
+            for (int v = 0; v < vals; v++) acc[v] = 0.0;
+            for (int g0 = 0; g0 < groups; g0 += PT_SCREEN_BLOCK_GROUPS) {
+                int g1 = groups - g0 < PT_SCREEN_BLOCK_GROUPS ? groups : g0 + PT_SCREEN_BLOCK_GROUPS;
+                fn(h, l, groups, s->q + (size_t)p * pstride, pstride, g0, g1, part);
+                for (int v = 0; v < vals; v++) acc[v] += part[v];      /* exact: |sum| < 2^53 */
             }
+            for (int r = 0; r < rows; r++) {
+                float *out = g + (size_t)(r0 + r) * n;
+                for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
+                    /* sum xq q = sum (xq + 8192) q - 8192 sum q, exact; times two powers of two,
+                     * exact; the bias add rounds in float64 and the store to float32 */
+                    double dot = acc[r * np * PT_NR + (j - p * PT_NR)] - (double)PT_SCREEN_X_OFFSET * s->qsum[j];
+                    double v = dot * s->scale[j] * sx[r0 + r];
+                    out[j] = (float)(s->bias != NULL ? v + s->bias[j] : v);
+                }
+            }
+            p += np;
         }
-        p += np;
     }
 }
 

@@ -24,6 +24,8 @@ cdef extern from "pt_cpu.h" nogil:
     int pt_cpu_has_avx2_fma()
     int pt_avx2_compiled()
     int pt_cpu_has_avx512()
+    int pt_cpu_has_avx512_vnni()
+    int pt_avx512_vnni_compiled()
     int pt_avx512_compiled()
     int pt_cpu_has(const char *feature)
     int pt_openmp_enabled()
@@ -49,6 +51,7 @@ cdef extern from "pt_gemm.h" nogil:
 cdef extern from "pt_screen.h" nogil:
     enum:
         PT_SCREEN_MAX_ROWS
+        PT_SCREEN_MAX_ROWS_AVX2
     int pt_screen_groups(int k)
     size_t pt_screen_q_size(int k, int n)
     int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
@@ -75,6 +78,8 @@ cdef extern from "pt_screen.h" nogil:
     int pt_screen_logits_generic(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
                                  const double *sx, int m, float *g, int nthreads)
     int pt_screen_logits_avx2(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
+                              const double *sx, int m, float *g, int nthreads)
+    int pt_screen_logits_vnni(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
                               const double *sx, int m, float *g, int nthreads)
     int pt_screen_quantize(const float *x, Py_ssize_t ldx, int m, int k, uint32_t *hi, uint32_t *lo,
                            double *sx, double *x_norm, double *e_norm)

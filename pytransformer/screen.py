@@ -57,7 +57,8 @@ class OutputScreen:
     """Screened argmax over Linear `output` (its packed float32 weights stay the reference). The
     per-step work runs in one kernel call, pt_screen_argmax (csrc/pt_screen_generic.c)."""
 
-    # Rows per step screened (PT_SCREEN_MAX_ROWS in csrc/pt_screen.h, where the measurement is).
+    # The most rows per step screened on any path (fewer on some: see max_rows and the measurement
+    # in csrc/pt_screen.h).
     MAX_ROWS = K.SCREEN_MAX_ROWS
     # More candidates than this: the exact GEMM of the whole projection is about as cheap.
     MAX_CANDIDATES = 1024
@@ -97,6 +98,11 @@ class OutputScreen:
             return None
         return cls(output, q, scale, qsum, err, float((w_norm + d_norm).max()))   # bounds ||w|| and ||r||
 
+    @staticmethod
+    def max_rows():
+        """The most rows a step screens on the kernel path in use; larger batches get None."""
+        return K.screen_max_rows()
+
     def logits(self, x):
         """The approximate logits of the rows of x (at most MAX_ROWS), float32 (rows, n)."""
         return K.screen_logits(self.kernel, x)
@@ -104,5 +110,5 @@ class OutputScreen:
     def argmax(self, x, banned=None, scratch=None):
         """First index of the largest float32 logit of each row of x (B, k), banned columns (a bool
         mask of n, or None) excluded - or None when the caller must compute the full logits (also
-        for more than MAX_ROWS rows). scratch: a (B, n) float32 buffer the call may overwrite."""
+        for more than max_rows() rows). scratch: a (B, n) float32 buffer the call may overwrite."""
         return K.screen_argmax(self.kernel, x, banned, self.MAX_CANDIDATES, scratch)

@@ -147,11 +147,12 @@ def test_screen_quantizes_rows_as_documented(rng):
     assert K.screen_quantize(screen.kernel, x) is None
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 11, 16])
 @pytest.mark.parametrize("n,k", [(1, 5), (16, 16), (33, 64), (200, 129), (70, 1100)])
 def test_screen_logits_are_exact_on_every_path(isa, threads, rng, m, n, k):
-    """Integer dot products: every path (and any number of threads) gives the reference bits;
-    k = 1100 takes two blocks of 256 groups."""
+    """Integer dot products: every path (portable, AVX2, AVX-512 VNNI where the CPU has it) and any
+    number of threads gives the reference bits; k = 1100 takes two blocks of 256 groups; more than
+    4 rows run in groups of 4."""
     w, b, lin = packed_linear(rng, n, k, bias=bool(n % 2))
     screen = OutputScreen.build(lin)
     x = rng.standard_normal((m, k)).astype(np.float32)
@@ -170,7 +171,7 @@ def test_pack_and_screen_kernels_reject_bad_arguments(rng):
     with pytest.raises(TypeError):
         K.pack_i8(None)
     with pytest.raises(ValueError, match="at most"):
-        K.screen_logits(screen.kernel, np.ones((5, 8), dtype=np.float32))
+        K.screen_logits(screen.kernel, np.ones((K.SCREEN_MAX_ROWS + 1, 8), dtype=np.float32))
     with pytest.raises(ValueError, match="features"):
         K.screen_logits(screen.kernel, np.ones((1, 9), dtype=np.float32))
     with pytest.raises(ValueError, match="finite"):
@@ -224,13 +225,18 @@ def full_argmax(lin, x, banned=None):
     return logits.argmax(axis=1)
 
 
-def test_screened_argmax_equals_float32_argmax_on_random_rows(isa, rng):
+def test_screened_argmax_equals_float32_argmax_on_random_rows(isa, threads, rng):
     w, b, lin = packed_linear(rng, 1000, 64)
     screen = OutputScreen.build(lin)
-    for B in (1, 2, 3, 4):
+    assert screen.max_rows() == (16 if isa == "avx512" and K.cpu_info()["features"]["avx512vnni"] else 4)
+    for B in (1, 2, 3, 4, 5, 9, 16):
         for _ in range(10):
             x = rng.standard_normal((B, 64)).astype(np.float32)
-            np.testing.assert_array_equal(screen.argmax(x), full_argmax(lin, x))
+            got = screen.argmax(x)
+            if B > screen.max_rows():
+                assert got is None
+            else:
+                np.testing.assert_array_equal(got, full_argmax(lin, x))
 
 
 def test_ties_and_near_ties_resolve_as_argmax(isa, rng):
@@ -273,7 +279,8 @@ def test_screen_declines_what_it_cannot_decide(rng):
     w, b, lin = packed_linear(rng, 300, 48)
     screen = OutputScreen.build(lin)
     x = rng.standard_normal((2, 48)).astype(np.float32)
-    assert screen.argmax(np.ones((5, 48), dtype=np.float32)) is None          # too many rows
+    rows = screen.max_rows() + 1                                               # too many rows
+    assert screen.argmax(np.ones((rows, 48), dtype=np.float32)) is None
     assert screen.argmax(np.ones((2, 48), dtype=np.float32), np.ones(300, dtype=bool)) is None
     for bad in (np.nan, np.inf):
         y = x.copy()
@@ -348,7 +355,7 @@ def test_non_finite_weights_or_bias_get_no_screen(rng):
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 300), k=st.integers(1, 80),
-       B=st.integers(1, 4), dup=st.integers(0, 5), scale=st.sampled_from([1e-3, 1.0, 30.0]),
+       B=st.integers(1, 16), dup=st.integers(0, 5), scale=st.sampled_from([1e-3, 1.0, 30.0]),
        n_banned=st.integers(0, 10))
 def test_property_screened_argmax_is_the_float32_argmax(seed, n, k, B, dup, scale, n_banned):
     rng = np.random.default_rng(seed)
@@ -362,11 +369,12 @@ def test_property_screened_argmax_is_the_float32_argmax(seed, n, k, B, dup, scal
     if n_banned:
         banned = np.zeros(n, dtype=bool)
         banned[rng.integers(0, n, size=n_banned)] = True
-    got = OutputScreen.build(lin).argmax(x, banned)
-    if got is not None:                             # None only when every column is banned here
+    screen = OutputScreen.build(lin)
+    got = screen.argmax(x, banned)
+    if got is not None:
         np.testing.assert_array_equal(got, full_argmax(lin, x, banned))
-    else:
-        assert banned is not None and banned.all()
+    else:                                           # None only for every column banned, or too many rows
+        assert (banned is not None and banned.all()) or B > screen.max_rows()
 
 
 # ---------------------------------------------------------------- whole models
@@ -389,7 +397,7 @@ def screened_model(tmp_path_factory):
 
 
 def test_model_decodes_the_same_tokens_with_and_without_the_screen(screened_model):
-    """Greedy with suppressed ids, min_new_tokens and a forced BOS: identical tokens, batch 1-4."""
+    """Greedy with suppressed ids, min_new_tokens and a forced BOS: identical tokens, batch 1-8."""
     path, model = screened_model
     rng = np.random.default_rng(2)
     srcs = [rng.integers(2, 8000, size=int(n)) for n in rng.integers(1, 30, size=8)]
@@ -401,7 +409,7 @@ def test_model_decodes_the_same_tokens_with_and_without_the_screen(screened_mode
         for setup in ({}, {"suppressed_ids": np.array([5, 77, 4000])}, {"forced_bos_id": 9}):
             for name, value in setup.items():
                 setattr(model, name, value)
-            for B in (1, 2, 4):
+            for B in (1, 2, 4, 8):
                 for i in range(0, 8, B):
                     batch = srcs[i:i + B]
                     on = model.generate(batch, 20, min_new_tokens=3)
