@@ -125,7 +125,7 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
     scores = np.zeros((B, max_new_tokens), dtype=np.float64) if return_scores else None
     n_out = np.full(B, max_new_tokens, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
-    # Without scores only the argmax is needed: the screen finds it reading half the bytes of the
+    # Without scores only the argmax is needed: the screen finds it reading a quarter of the bytes of the
     # output projection (or gives up, and the full logits are computed).
     screen = None if return_scores else model.output_screen
     banned = {}

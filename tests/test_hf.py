@@ -245,7 +245,7 @@ def test_greedy_matches_transformers_batched_and_alone(family):
 
 def test_greedy_with_output_screen_matches_transformers(family):
     """Every family (T5's output scale, forced BOS/EOS, suppressed ids, final logits bias) with the
-    bfloat16 screen of the output projection forced on: the same tokens as transformers, in
+    8-bit screen of the output projection forced on: the same tokens as transformers, in
     batches of up to 4 (the screened sizes) and alone."""
     name, ref, model, srcs = family
     want = _hf_generate(ref, srcs, MAX_NEW)

@@ -79,7 +79,7 @@ def test_greedy_tokens_match_torch_batched_and_alone(pair):
 
 
 def test_greedy_with_output_screen_matches_torch(pair):
-    """The same comparison with the bfloat16 screen of the output projection forced on (these
+    """The same comparison with the 8-bit screen of the output projection forced on (these
     vocabularies are below the size that gets one by default): batches of up to 4 and alone."""
     name, ref, model = pair
     cfg = ref.config
