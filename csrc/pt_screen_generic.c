@@ -221,6 +221,19 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
 /* Panels per chunk of work: 16 panels of k = 512 are 128 KiB of the copy. */
 #define PT_SCREEN_CHUNK_PANELS 16
 
+/* One row of a tile's approximate logits: sum xq q = sum (xq + 8192) q - 8192 sum q, exact; times
+ * two powers of two, exact; the bias add rounds in float64 and the store to float32. Plain loops
+ * over columns, which the compiler vectorizes. */
+static void screen_epilogue(const double *restrict acc, const int32_t *restrict qsum, const double *restrict scale,
+                            const float *restrict bias, double sx, float *restrict out, int cols) {
+    if (bias != NULL)
+        for (int j = 0; j < cols; j++)
+            out[j] = (float)((acc[j] - (double)PT_SCREEN_X_OFFSET * qsum[j]) * scale[j] * sx + bias[j]);
+    else
+        for (int j = 0; j < cols; j++)
+            out[j] = (float)((acc[j] - (double)PT_SCREEN_X_OFFSET * qsum[j]) * scale[j] * sx);
+}
+
 /* Rows [0, m) x panels [p0, p1) on the calling thread, PT_SCREEN_TILE_ROWS rows at a time (the
  * chunk's panels stay in L2 for the next group). */
 static void screen_region(const pt_screen_tiles *tiles, const pt_screen *s, const uint32_t *hi,
@@ -242,16 +255,10 @@ static void screen_region(const pt_screen_tiles *tiles, const pt_screen *s, cons
                 fn(h, l, groups, s->q + (size_t)p * pstride, pstride, g0, g1, part);
                 for (int v = 0; v < vals; v++) acc[v] += part[v];      /* exact: |sum| < 2^53 */
             }
-            for (int r = 0; r < rows; r++) {
-                float *out = g + (size_t)(r0 + r) * n;
-                for (int j = p * PT_NR; j < (p + np) * PT_NR && j < n; j++) {
-                    /* sum xq q = sum (xq + 8192) q - 8192 sum q, exact; times two powers of two,
-                     * exact; the bias add rounds in float64 and the store to float32 */
-                    double dot = acc[r * np * PT_NR + (j - p * PT_NR)] - (double)PT_SCREEN_X_OFFSET * s->qsum[j];
-                    double v = dot * s->scale[j] * sx[r0 + r];
-                    out[j] = (float)(s->bias != NULL ? v + s->bias[j] : v);
-                }
-            }
+            int j0 = p * PT_NR, cols = (p + np) * PT_NR < n ? np * PT_NR : n - j0;
+            for (int r = 0; r < rows; r++)
+                screen_epilogue(acc + r * np * PT_NR, s->qsum + j0, s->scale + j0,
+                                s->bias != NULL ? s->bias + j0 : NULL, sx[r0 + r], g + (size_t)(r0 + r) * n + j0, cols);
             p += np;
         }
     }
