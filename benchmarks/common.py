@@ -36,6 +36,24 @@ def machine_line(threads):
 SETTLE_SECONDS = 0.2
 
 
+def cpu_ticks():
+    """(stolen, total) CPU ticks of the whole machine so far, from /proc/stat ((0, 0) elsewhere):
+    on a virtual machine, time the hypervisor gave the vCPUs to someone else is 'steal'."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_share(before, after):
+    """Share of all CPU time stolen between two cpu_ticks() readings (None when unknown)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
+
+
 def looped(fn):
     """fn as alternate_timed wants it: run(n) calls fn n times and returns the seconds per call."""
     def run(n):

@@ -147,7 +147,7 @@ def main(argv=None):
     if args.probe:
         return probe(args.probe, args.model, int(args.threads))
     import engines
-    from common import machine_line
+    from common import cpu_ticks, machine_line, steal_share
     from pytransformer.__main__ import write_report
 
     os.makedirs(args.out, exist_ok=True)
@@ -163,10 +163,12 @@ def main(argv=None):
     probes = {n: run_probe(n, hf_dir, max(threads_list)) for n in names}
 
     engs = {n: engines.RemoteEngine(n, engine_path(n, hf_dir), threads_list[0]).load() for n in names}
-    timing = {}
+    timing, steal = {}, {}
     for th in threads_list:
         print(f"timing at {th} thread(s)...", file=sys.stderr)
+        ticks = cpu_ticks()
         timing[th] = time_engines(engs, th, args.reps)
+        steal[th] = steal_share(ticks, cpu_ticks())
     pt = engs["pytransformer"]
     bw = {th: pt.call("bandwidth", threads=th, mib=512, reps=5)["gb_s"] for th in threads_list}
     prof = {}
@@ -254,7 +256,10 @@ def main(argv=None):
     versions = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "pytransformer")
     notes = [f"Machine: {machine}; {versions}; Python {platform.python_version()}.",
              f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in uptime_before)}, after: "
-             f"{' '.join(f'{x:.2f}' for x in uptime_after)}; run took {time.time() - started:.0f} s.",
+             f"{' '.join(f'{x:.2f}' for x in uptime_after)}; run took {time.time() - started:.0f} s. "
+             "CPU time stolen by the hypervisor while the engines were timed: " + ", ".join(
+                 f"{th} thread(s) {'n/a' if v is None else f'{100 * v:.1f}%'}" for th, v in steal.items())
+             + " (a vCPU taken away stalls every parallel region on it).",
              f"Model: seeded random MarianMT, d_model 512, 8 heads, 6+6 layers, FFN 2048, vocab 58101 "
              f"(engines.build_marian). Source length {SRC_LEN}; greedy = exactly {NEW_TOKENS} new tokens, "
              f"EOS suppressed; median of {args.reps}, engines alternated, each in its own process. ms/step = "
@@ -301,6 +306,7 @@ def main(argv=None):
     dates_md = os.path.join(args.out, "dates.md")
     table += open(dates_md).read().splitlines()[2:] if os.path.exists(dates_md) else [dates.stderr[-500:]]
     data = {"machine": machine, "versions": versions, "loadavg_before": uptime_before, "loadavg_after": uptime_after,
+            "steal_share": steal,
             "timing_raw_s": {str(k): v for k, v in timing.items()}, "derived": data_rows, "probes": probes,
             "bandwidth_gb_s": bw, "step_bytes": step_bytes, "screened_step_bytes": screened_bytes, "profile_ms": prof, "encoder_profile": enc_prof,
             "fma_peak_gflop_s": peak, "targets": targets}
