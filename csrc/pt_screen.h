@@ -6,8 +6,8 @@
  * Weights: column j is stored as integers q in [-127, 127] with a power-of-two scale s_j, so that
  * r = s_j q is a float32 value and w - r is exact in float32. A row x of the step is quantized
  * the same way to 14 bits (x' = s_x xq, |xq| <= 8191) and split into two 7-bit digits,
- * xq + 8192 = 128 hi + lo, so that every path (portable C, AVX2 pmaddubsw without saturation)
- * computes sum_k xq q_j exactly in integers: the approximate logit x' . r + b_j is the same on
+ * xq + 8192 = 128 hi + lo, so that every path (portable C, AVX2 pmaddubsw without saturation,
+ * AVX-512 VNNI vpdpbusd) computes sum_k xq q_j exactly in integers: the approximate logit x' . r + b_j is the same on
  * every path, rounded once to float32. */
 #ifndef PT_SCREEN_H
 #define PT_SCREEN_H

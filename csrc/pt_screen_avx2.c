@@ -29,9 +29,7 @@ static inline __m256i quantize8(const float *row, __m256 s, __m256 inv, __m256i 
 
 int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
                     double *sq_w, double *sq_d) {
-    if (packed == NULL || q == NULL || scale == NULL || qsum == NULL || sq_w == NULL || sq_d == NULL ||
-        k < 1 || n < 1)
-        return PT_ERR_ARG;
+    if (!pt_screen_pack_args_ok(packed, k, n, q, scale, qsum, sq_w, sq_d)) return PT_ERR_ARG;
     int npanels = (n + PT_NR - 1) / PT_NR, groups = pt_screen_groups(k);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i byte = _mm256_set1_epi32(0xFF);

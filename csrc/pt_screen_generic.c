@@ -19,9 +19,7 @@ size_t pt_screen_q_size(int k, int n) {
 
 int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
                        double *sq_w, double *sq_d) {
-    if (packed == NULL || q == NULL || scale == NULL || qsum == NULL || sq_w == NULL || sq_d == NULL ||
-        k < 1 || n < 1)
-        return PT_ERR_ARG;
+    if (!pt_screen_pack_args_ok(packed, k, n, q, scale, qsum, sq_w, sq_d)) return PT_ERR_ARG;
     int npanels = (n + PT_NR - 1) / PT_NR, groups = pt_screen_groups(k);
     for (int p = 0; p < npanels; p++) {
         const float *src = packed + (size_t)p * k * PT_NR;

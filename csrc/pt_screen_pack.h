@@ -17,6 +17,13 @@
 
 #define PT_SCREEN_MAGIC 12582912.0f
 
+/* The argument checks of both pt_pack_i8 paths. */
+static inline int pt_screen_pack_args_ok(const float *packed, int k, int n, const int8_t *q, const double *scale,
+                                         const int32_t *qsum, const double *sq_w, const double *sq_d) {
+    return packed != NULL && q != NULL && scale != NULL && qsum != NULL && sq_w != NULL && sq_d != NULL &&
+           k >= 1 && n >= 1;
+}
+
 /* s = 2^e and inv = 2^-e for a column whose largest |w| is amax (amax = max(amax, |w|) with the
  * semantics of maxps(amax, |w|)): e brings amax / 2^e into [64, 128), clamped to the exponent
  * range; 0 for a zero, infinite or NaN amax (the sums then decide). */

@@ -57,9 +57,6 @@ class OutputScreen:
     """Screened argmax over Linear `output` (its packed float32 weights stay the reference). The
     per-step work runs in one kernel call, pt_screen_argmax (csrc/pt_screen_generic.c)."""
 
-    # The most rows per step screened on any path (fewer on some: see max_rows and the measurement
-    # in csrc/pt_screen.h).
-    MAX_ROWS = K.SCREEN_MAX_ROWS
     # More candidates than this: the exact GEMM of the whole projection is about as cheap.
     MAX_CANDIDATES = 1024
 
@@ -76,11 +73,6 @@ class OutputScreen:
         bias_max = 0.0 if output.bias is None else float(np.abs(output.bias).max())
         self.kernel = K.Screen(output.packed, q, scale, qsum, output.bias, err, float(err.max()), r_norm_max,
                                bias_max, _REL, _SLACK, self.abs_err)
-
-    @property
-    def nbytes(self):
-        """Memory the screen adds to the model."""
-        return self.q.nbytes + self.scale.nbytes + self.qsum.nbytes + self.err.nbytes
 
     @classmethod
     def build(cls, output):
@@ -104,7 +96,7 @@ class OutputScreen:
         return K.screen_max_rows()
 
     def logits(self, x):
-        """The approximate logits of the rows of x (at most MAX_ROWS), float32 (rows, n)."""
+        """The approximate logits of the rows of x (at most K.SCREEN_MAX_ROWS), float32 (rows, n)."""
         return K.screen_logits(self.kernel, x)
 
     def argmax(self, x, banned=None, scratch=None):
