@@ -85,6 +85,10 @@ class BuildExt(build_ext):
         compiler = self.compiler
         cflags = list(BASE_CFLAGS)
         ldflags = []
+        if sys.platform.startswith("linux"):
+            # csrc/pt_pool.c: the GEMM worker team (pthreads + futex)
+            cflags.append("-pthread")
+            ldflags.append("-pthread")
         macros = []
         if _env_flag("PYTRANSFORMER_SANITIZE"):
             cflags = [f for f in cflags if f != "-O3"] + ["-O1", "-g", "-fno-omit-frame-pointer",

@@ -37,7 +37,10 @@ enum {
  * PT_PARALLEL_FOR(nt_expr, i, n, body...): runs body for i = 0..n-1, split statically over nt
  * OpenMP threads. With one thread it is a plain loop and no parallel region is entered at all:
  * libgomp allocates a team even for an `if(0)` region, which costs more than the small kernels
- * of a decode step (and those are also called from inside other kernels' parallel loops). */
+ * of a decode step (and those are also called from inside other kernels' parallel loops). The
+ * GEMM's worker team (pt_pool.h) is told to stop spinning first, so that OpenMP's threads have
+ * the cores. */
+#include "pt_pool.h"
 #ifdef _OPENMP
 #include <omp.h>
 static inline int pt_thread_id(void) { return omp_get_thread_num(); }
@@ -51,6 +54,7 @@ static inline int pt_thread_id(void) { return 0; }
         const int pt_nt_ = (nt_expr);                                         \
         const int pt_n_ = (n);                                                \
         if (pt_nt_ > 1) {                                                     \
+            pt_pool_park();                                                   \
             PT_OMP_FOR_NT_                                                    \
             for (int i = 0; i < pt_n_; i++) { __VA_ARGS__ }                   \
         } else {                                                              \

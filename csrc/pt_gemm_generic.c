@@ -2,6 +2,7 @@
 #include "pt_gemm.h"
 #include "pt_gemm_internal.h"
 #include "pt_activation.h"
+#include "pt_pool.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -38,6 +39,27 @@ int pt_gemm_team_size(int m, int n, int k, int nthreads) {
  * blocking works inside it. */
 #define PT_GEMM_CHUNKS_PER_THREAD 2
 
+/* One GEMM's work split into chunks, for pt_pool_run. */
+typedef struct {
+    pt_gemm_region_fn region;
+    const float *a, *bp, *bias, *residual;
+    float *c;
+    ptrdiff_t lda, ldr, ldc;
+    int m, n, k, act, npanels, by_panels, unit, extent, units, chunks;
+} gemm_job;
+
+static void gemm_chunk(void *ctx, int ch) {
+    const gemm_job *j = (const gemm_job *)ctx;
+    int lo = (int)((long long)j->units * ch / j->chunks) * j->unit;
+    int hi = (int)((long long)j->units * (ch + 1) / j->chunks) * j->unit;
+    if (hi > j->extent) hi = j->extent;
+    if (j->by_panels)
+        j->region(j->a, j->lda, j->bp, j->bias, j->residual, j->ldr, j->c, j->ldc, 0, j->m, lo, hi, j->n, j->k, j->act);
+    else
+        j->region(j->a, j->lda, j->bp, j->bias, j->residual, j->ldr, j->c, j->ldc, lo, hi, 0, j->npanels, j->n, j->k,
+                  j->act);
+}
+
 int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit,
                   const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                   const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
@@ -46,32 +68,31 @@ int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit,
     if (status != PT_OK) return status;
     int npanels = (n + PT_NR - 1) / PT_NR;
     int team = pt_gemm_team_size(m, n, k, nthreads);
-#ifdef _OPENMP
     if (team > 1) {
         /* Whole panels go to chunks when there are enough of them (decode steps have one row, and
          * each chunk then streams its own share of the weights); otherwise whole row tiles. k is
          * never split, so every output element is computed by exactly one thread with the same
          * arithmetic whatever the team size and whichever thread takes its chunk. */
+        gemm_job j = {region, a, bp, bias, residual, c, lda, ldr, ldc, m, n, k, act, npanels, 0, 0, 0, 0, 0};
         int row_units = (m + row_unit - 1) / row_unit;
-        int by_panels = npanels >= 4 * team || row_units < 2 * team;
-        int unit = by_panels ? panel_unit : row_unit;
-        int extent = by_panels ? npanels : m;
-        int units = (extent + unit - 1) / unit;
-        int chunks = units < PT_GEMM_CHUNKS_PER_THREAD * team ? units : PT_GEMM_CHUNKS_PER_THREAD * team;
+        j.by_panels = npanels >= 4 * team || row_units < 2 * team;
+        j.unit = j.by_panels ? panel_unit : row_unit;
+        j.extent = j.by_panels ? npanels : m;
+        j.units = (j.extent + j.unit - 1) / j.unit;
+        j.chunks = j.units < PT_GEMM_CHUNKS_PER_THREAD * team ? j.units : PT_GEMM_CHUNKS_PER_THREAD * team;
+        /* The pool first (no sleeping thread to wake for each of a decode step's many short GEMMs);
+         * OpenMP when the pool declines (another thread has it, not Linux, disabled). */
+        if (pt_pool_run(gemm_chunk, &j, j.chunks, team)) return PT_OK;
+#ifdef _OPENMP
+        pt_pool_park();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team)
-        for (int ch = 0; ch < chunks; ch++) {
-            int lo = (int)((long long)units * ch / chunks) * unit;
-            int hi = (int)((long long)units * (ch + 1) / chunks) * unit;
-            if (hi > extent) hi = extent;
-            if (by_panels)
-                region(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, lo, hi, n, k, act);
-            else
-                region(a, lda, bp, bias, residual, ldr, c, ldc, lo, hi, 0, npanels, n, k, act);
-        }
+        for (int ch = 0; ch < j.chunks; ch++) gemm_chunk(&j, ch);
         return PT_OK;
-    }
+#else
+        for (int ch = 0; ch < j.chunks; ch++) gemm_chunk(&j, ch);
+        return PT_OK;
 #endif
-    (void)team;
+    }
     region(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
     return PT_OK;
 }

@@ -262,20 +262,34 @@ static void screen_region(const pt_screen_tiles *tiles, const pt_screen *s, cons
     }
 }
 
+typedef struct {
+    const pt_screen_tiles *tiles;
+    const pt_screen *s;
+    const uint32_t *hi, *lo;
+    const double *sx;
+    float *g;
+    int m, npanels;
+} screen_job;
+
+static void screen_chunk(void *ctx, int ch) {
+    const screen_job *j = (const screen_job *)ctx;
+    int p0 = ch * PT_SCREEN_CHUNK_PANELS;
+    int p1 = p0 + PT_SCREEN_CHUNK_PANELS < j->npanels ? p0 + PT_SCREEN_CHUNK_PANELS : j->npanels;
+    screen_region(j->tiles, j->s, j->hi, j->lo, j->sx, j->m, j->g, p0, p1);
+}
+
 int pt_screen_drive(const pt_screen_tiles *tiles, const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
                     const double *sx, int m, float *g, int nthreads) {
     if (tiles == NULL || s == NULL || s->q == NULL || s->scale == NULL || s->qsum == NULL || hi == NULL ||
         lo == NULL || sx == NULL || g == NULL || m < 1 || m > PT_SCREEN_MAX_ROWS || s->n < 1 || s->k < 1 ||
         nthreads < 1)
         return PT_ERR_ARG;
-    int npanels = (s->n + PT_NR - 1) / PT_NR;
-    int chunks = (npanels + PT_SCREEN_CHUNK_PANELS - 1) / PT_SCREEN_CHUNK_PANELS;
+    screen_job j = {tiles, s, hi, lo, sx, g, m, (s->n + PT_NR - 1) / PT_NR};
+    int chunks = (j.npanels + PT_SCREEN_CHUNK_PANELS - 1) / PT_SCREEN_CHUNK_PANELS;
     int nt = chunks < nthreads ? chunks : nthreads;
-    PT_PARALLEL_FOR(nt, ch, chunks, {
-        int p0 = ch * PT_SCREEN_CHUNK_PANELS;
-        int p1 = p0 + PT_SCREEN_CHUNK_PANELS < npanels ? p0 + PT_SCREEN_CHUNK_PANELS : npanels;
-        screen_region(tiles, s, hi, lo, sx, m, g, p0, p1);
-    });
+    /* the GEMMs' worker team when it is free (no thread to wake), else OpenMP */
+    if (nt > 1 && pt_pool_run(screen_chunk, &j, chunks, nt)) return PT_OK;
+    PT_PARALLEL_FOR(nt, ch, chunks, screen_chunk(&j, ch););
     return PT_OK;
 }
 

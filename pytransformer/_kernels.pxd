@@ -32,6 +32,13 @@ cdef extern from "pt_cpu.h" nogil:
     int pt_num_procs()
     int pt_release_free_heap()
 
+cdef extern from "pt_pool.h" nogil:
+    int pt_pool_available()
+    int pt_pool_workers()
+    void pt_pool_set_enabled(int on)
+    long long pt_pool_loops()
+    long long pt_pool_backoffs()
+
 cdef extern from "pt_gemm.h" nogil:
     size_t pt_packed_b_size(int k, int n)
     int pt_pack_b(const float *b, Py_ssize_t rs, Py_ssize_t cs, int k, int n, float *packed)
