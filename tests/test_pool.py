@@ -118,7 +118,7 @@ def test_many_python_threads_share_the_pool(two_threads):
 
 @needs_threads
 @pytest.mark.skipif(not LINUX, reason="the worker team is Linux-only (futex)")
-def test_environment_switches_the_pool_off():
+def test_environment_switches_the_pool_off(tmp_path):
     code = ("import numpy as np, pytransformer\n"
             "from pytransformer import _kernels as K\n"
             "pytransformer.set_num_threads(2)\n"
@@ -126,11 +126,14 @@ def test_environment_switches_the_pool_off():
             "assert float(K.gemm(x, p)[0, 0]) == 512.0\n"
             "s = K.thread_pool_stats(); print(s['available'], s['loops'], s['workers'])\n")
     env = dict(os.environ, PYTRANSFORMER_THREAD_POOL="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    # cwd outside the source tree: `python -c` puts the working directory first on sys.path
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "0", "0"]
     env["PYTRANSFORMER_THREAD_POOL"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[:2] == ["True", "1"]
 
