@@ -265,6 +265,39 @@ static void attend_pair(const float *qb, ptrdiff_t qseq, const float *kb, ptrdif
     }
 }
 
+/* One call's arguments, for the per-thread tasks below. */
+typedef struct {
+    const float *q, *k, *v;
+    float *out;
+    pt_strides qs, ks, vs, os;
+    const int32_t *kv_lengths;
+    const float *bias;
+    const ptrdiff_t *bias_strides;
+    int heads, q_len, kv_len, head_dim, causal, q_offset, pairs, nt, qblock;
+    float scale;
+    float *scratch;
+    size_t slice;
+    ptrdiff_t ldS;
+} attn_job;
+
+static void attend_one(const attn_job *j, int pair, float *S) {
+    const int b = pair / j->heads, h = pair % j->heads;
+    int kv_valid = j->kv_lengths ? j->kv_lengths[b] : j->kv_len;
+    if (kv_valid > j->kv_len) kv_valid = j->kv_len;
+    if (kv_valid < 0) kv_valid = 0;
+    attend_pair(j->q + b * j->qs.batch + h * j->qs.head, j->qs.seq, j->k + b * j->ks.batch + h * j->ks.head, j->ks.seq,
+                j->v + b * j->vs.batch + h * j->vs.head, j->vs.seq, j->out + b * j->os.batch + h * j->os.head, j->os.seq,
+                j->bias ? j->bias + h * j->bias_strides[0] : NULL, j->bias_strides, kv_valid, j->q_len, j->head_dim,
+                j->causal, j->q_offset, j->scale, S, j->ldS, j->qblock);
+}
+
+/* Task t of nt: the t-th contiguous share of the (batch, head) pairs, with scratch slice t. */
+static void attend_share(void *ctx, int t) {
+    const attn_job *j = (const attn_job *)ctx;
+    const int lo = (int)((long long)j->pairs * t / j->nt), hi = (int)((long long)j->pairs * (t + 1) / j->nt);
+    for (int pair = lo; pair < hi; pair++) attend_one(j, pair, j->scratch + (size_t)t * j->slice);
+}
+
 int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
                       const float *v, pt_strides vs, float *out, pt_strides os,
                       const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
@@ -274,25 +307,17 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
         q_len <= 0 || kv_len <= 0 || head_dim <= 0)
         return PT_ERR_ARG;
     /* the per-thread slice is defined by pt_attention_scratch_size; rows of scores padded to 16 */
-    const size_t slice = pt_attention_scratch_size(kv_len, 1);
-    const ptrdiff_t ldS = ((ptrdiff_t)kv_len + PT_ATTN_ROW_ALIGN - 1) / PT_ATTN_ROW_ALIGN * PT_ATTN_ROW_ALIGN;
-    const int qblock = (int)(slice / (size_t)ldS);
-    const int pairs = batch * heads;
+    attn_job j = {q, k, v, out, qs, ks, vs, os, kv_lengths, bias, bias_strides, heads, q_len, kv_len, head_dim,
+                  causal, q_offset, batch * heads, 1, 0, scale, scratch, pt_attention_scratch_size(kv_len, 1), 0};
+    j.ldS = ((ptrdiff_t)kv_len + PT_ATTN_ROW_ALIGN - 1) / PT_ATTN_ROW_ALIGN * PT_ATTN_ROW_ALIGN;
+    j.qblock = (int)(j.slice / (size_t)j.ldS);
     int nt = nthreads < 1 ? 1 : nthreads;
-    if (nt > pairs) nt = pairs;
-    if ((double)pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
-    PT_PARALLEL_FOR(nt, pair, pairs,
-        const int b = pair / heads, h = pair % heads;
-        float *S = scratch + (size_t)pt_thread_id() * slice;
-        int kv_valid = kv_lengths ? kv_lengths[b] : kv_len;
-        if (kv_valid > kv_len) kv_valid = kv_len;
-        if (kv_valid < 0) kv_valid = 0;
-        attend_pair(q + b * qs.batch + h * qs.head, qs.seq, k + b * ks.batch + h * ks.head, ks.seq,
-                    v + b * vs.batch + h * vs.head, vs.seq, out + b * os.batch + h * os.head, os.seq,
-                    bias ? bias + h * bias_strides[0] : NULL, bias_strides, kv_valid, q_len, head_dim,
-                    causal, q_offset, scale, S, ldS, qblock);
-    );
-    (void)nt;
+    if (nt > j.pairs) nt = j.pairs;
+    if ((double)j.pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
+    j.nt = nt;
+    /* the GEMMs' worker team when it is free (no sleeping thread to wake), else OpenMP */
+    if (nt > 1 && pt_pool_run(attend_share, &j, nt, nt)) return PT_OK;
+    PT_PARALLEL_FOR(nt, pair, j.pairs, attend_one(&j, pair, scratch + (size_t)pt_thread_id() * j.slice););
     return PT_OK;
 }
 

@@ -186,6 +186,27 @@ static int select_row(const pt_screen *s, pt_gemm_packed_fn exact, const float *
     return 1;
 }
 
+/* One screened call's rows, for select_task. */
+typedef struct {
+    const pt_screen *s;
+    pt_gemm_packed_fn exact;
+    const float *x;
+    ptrdiff_t ldx;
+    const float *g;
+    const double *norm, *enorm;
+    const uint8_t *banned;
+    int max_cand;
+    int32_t *cand;
+    long long *tokens;
+    int *result;
+} select_job;
+
+static void select_task(void *ctx, int i) {
+    const select_job *j = (const select_job *)ctx;
+    j->result[i] = select_row(j->s, j->exact, j->x + (ptrdiff_t)i * j->ldx, j->g + (size_t)i * j->s->n, j->norm[i],
+                              j->enorm[i], j->banned, j->max_cand, j->cand + (size_t)i * j->max_cand, &j->tokens[i]);
+}
+
 int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_packed_fn exact,
                      const float *x, ptrdiff_t ldx, int m, const uint8_t *banned, int max_cand,
                      int nthreads, uint32_t *digits, float *g, int32_t *cand, long long *tokens) {
@@ -193,7 +214,7 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
         cand == NULL || tokens == NULL || m < 1 || m > PT_SCREEN_MAX_ROWS || max_cand < 1 || s->n < 1 ||
         s->k < 1)
         return -PT_ERR_ARG;
-    int n = s->n, k = s->k, groups = pt_screen_groups(k);
+    int k = s->k, groups = pt_screen_groups(k);
     double sx[PT_SCREEN_MAX_ROWS], norm[PT_SCREEN_MAX_ROWS], enorm[PT_SCREEN_MAX_ROWS];
     uint32_t *hi = digits, *lo = digits + (size_t)m * groups;
     if (!pt_screen_quantize(x, ldx, m, k, hi, lo, sx, norm, enorm)) return 0;
@@ -203,11 +224,10 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
     if (status != PT_OK) return -status;
     int result[PT_SCREEN_MAX_ROWS];
     int nt = m < nthreads ? m : nthreads;
-    PT_PARALLEL_FOR(nt, i, m, {
-        result[i] = select_row(s, exact, x + (ptrdiff_t)i * ldx, g + (size_t)i * n, norm[i], enorm[i], banned,
-                               max_cand, cand + (size_t)i * max_cand, &tokens[i]);
-    });
-    (void)nt;
+    select_job j = {s, exact, x, ldx, g, norm, enorm, banned, max_cand, cand, tokens, result};
+    /* the GEMMs' worker team when it is free (no sleeping thread to wake), else OpenMP */
+    if (!(nt > 1 && pt_pool_run(select_task, &j, m, nt)))
+        PT_PARALLEL_FOR(nt, i, m, select_task(&j, i););
     int ret = 1;
     for (int i = 0; i < m; i++) {
         if (result[i] < 0) return result[i];

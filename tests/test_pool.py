@@ -87,6 +87,27 @@ def test_pool_screen_gives_the_same_logits_as_openmp(two_threads):
 
 
 @needs_threads
+@pytest.mark.parametrize("batch,q_len,kv_len,causal", [(16, 1, 40, False), (4, 32, 32, True), (3, 7, 300, False)])
+def test_pool_attention_gives_the_same_bits_as_openmp_and_one_thread(two_threads, batch, q_len, kv_len, causal):
+    rng = np.random.default_rng(batch * 1000 + kv_len)
+    H, D = 8, 64
+    q = rng.standard_normal((batch, q_len, H, D), dtype=np.float32)
+    k = rng.standard_normal((batch, kv_len, H, D), dtype=np.float32)
+    v = rng.standard_normal((batch, kv_len, H, D), dtype=np.float32)
+    lens = rng.integers(1, kv_len + 1, size=batch).astype(np.int32)
+    got = {}
+    for mode in ("pool", "openmp", "serial"):
+        pytransformer.set_num_threads(1 if mode == "serial" else 2)
+        K.set_thread_pool(mode == "pool")
+        loops = K.thread_pool_stats()["loops"]
+        got[mode] = K.attention(q, k, v, kv_lengths=lens, causal=causal)
+        if mode == "pool" and LINUX and pytransformer.get_isa() != "generic":
+            assert K.thread_pool_stats()["loops"] > loops       # above the grain: it ran on the team
+    np.testing.assert_array_equal(got["openmp"], got["pool"])
+    np.testing.assert_array_equal(got["serial"], got["pool"])
+
+
+@needs_threads
 def test_many_python_threads_share_the_pool(two_threads):
     """One caller at a time gets the team; the others run on OpenMP at the same time. Every result
     must still be exactly the one-thread result."""
