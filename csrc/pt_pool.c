@@ -36,8 +36,8 @@
 #define PT_POOL_BACKOFF_LOOPS 2048
 /* Two preemptions of a worker closer than this mean contended cores. */
 #define PT_POOL_CONTENDED_NS 50000000LL
-/* A worker that never gets to sleep still looks at its preemption count every this many loops. */
-#define PT_POOL_CHECK_EVERY 64
+/* 64 pauses of a spin take a microsecond or two; this long means the thread did not run meanwhile. */
+#define PT_POOL_GAP_NS 100000LL
 /* The caller spins this long for the workers' last tasks, then yields its core between looks. */
 #define PT_POOL_CALLER_SPIN_NS 50000
 
@@ -46,7 +46,6 @@ typedef struct {
     uint32_t seen;        /* the generation this worker has handled */
     long nivcsw;          /* involuntary context switches at the last look */
     int backoff;          /* loops left without spinning */
-    int since_check;
     long long last_preempt_ns;
 } pt_worker;
 
@@ -92,21 +91,25 @@ static void futex_wake_all(uint32_t *addr) {
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/* A worker preempted twice within PT_POOL_CONTENDED_NS: the cores are contended (another process
- * wants them; a lone preemption is some short task the scheduler ran), so it stops spinning for a
- * while: a spinning thread would take the time slices that the threads it waits for need. */
-static void check_preempted(pt_worker *w) {
+/* The worker's spin was interrupted for a while: if the scheduler preempted it (rather than the
+ * hypervisor taking the vCPU, which no process can help), other threads want this core. Twice
+ * within PT_POOL_CONTENDED_NS (a lone preemption is some short task the scheduler ran) and the
+ * worker stops spinning for PT_POOL_BACKOFF_LOOPS loops: spinning would take the time slices that
+ * the threads it waits for need. Returns 1 when it backed off. */
+static int note_interruption(pt_worker *w) {
     long n = involuntary_switches();
+    int backed_off = 0;
     if (n > w->nivcsw) {
         long long t = now_ns();
-        if (n - w->nivcsw >= 2 || t - w->last_preempt_ns < PT_POOL_CONTENDED_NS) {
+        if (t - w->last_preempt_ns < PT_POOL_CONTENDED_NS) {
             w->backoff = PT_POOL_BACKOFF_LOOPS;
             __atomic_fetch_add(&backoffs, 1, __ATOMIC_RELAXED);
+            backed_off = 1;
         }
         w->last_preempt_ns = t;
     }
     w->nivcsw = n;
-    w->since_check = 0;
+    return backed_off;
 }
 
 /* Waits until `gen` differs from w->seen and returns it. */
@@ -114,27 +117,24 @@ static uint32_t wait_for_loop(pt_worker *w) {
     uint32_t g = __atomic_load_n(&gen, __ATOMIC_ACQUIRE);
     if (g != w->seen) return g;
     uint32_t park = __atomic_load_n(&park_seq, __ATOMIC_RELAXED);
-    int parked = 0;
     if (w->backoff == 0) {
-        long long t0 = now_ns();
+        long long t0 = now_ns(), last = t0;
         for (int i = 1;; i++) {
             PT_CPU_RELAX();
             g = __atomic_load_n(&gen, __ATOMIC_ACQUIRE);
-            if (g != w->seen) return g;
-            if (__atomic_load_n(&park_seq, __ATOMIC_RELAXED) != park) {   /* OpenMP's turn */
-                parked = 1;
-                break;
+            if (g != w->seen) {
+                /* a preempted worker usually finds the next loop waiting when it runs again */
+                if (now_ns() - last > PT_POOL_GAP_NS) note_interruption(w);
+                return g;
             }
-            if ((i & 63) == 0 && now_ns() - t0 > spin_ns) break;
+            if (__atomic_load_n(&park_seq, __ATOMIC_RELAXED) != park) break;   /* OpenMP's turn */
+            if ((i & 63) == 0) {
+                long long t = now_ns();
+                if (t - last > PT_POOL_GAP_NS && note_interruption(w)) break;
+                if (t - t0 > spin_ns) break;
+                last = t;
+            }
         }
-    }
-    /* An OpenMP region starting beside a spinning worker preempts it; that says nothing about
-     * other processes, so it is not counted. */
-    if (parked) {
-        w->nivcsw = involuntary_switches();
-        w->since_check = 0;
-    } else {
-        check_preempted(w);
     }
     for (;;) {
         __atomic_fetch_add(&sleepers, 1, __ATOMIC_SEQ_CST);
@@ -172,7 +172,6 @@ static void *worker_main(void *arg) {
         uint32_t g = wait_for_loop(w);
         w->seen = g;
         if (w->backoff > 0) w->backoff--;
-        if (++w->since_check >= PT_POOL_CHECK_EVERY) check_preempted(w);
         if (w->index < __atomic_load_n(&allowed, __ATOMIC_ACQUIRE)) run_tasks(g);
     }
     return NULL;
@@ -210,7 +209,6 @@ static int start_workers(int want) {
         w->index = nworkers;
         w->seen = __atomic_load_n(&gen, __ATOMIC_RELAXED);
         w->backoff = 0;
-        w->since_check = 0;
         w->last_preempt_ns = 0;
         pthread_attr_t attr;
         pthread_t th;
