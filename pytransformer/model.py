@@ -525,7 +525,6 @@ class Model:
     def decode_hidden(self, state, tokens):
         """decode_step up to the output projection: the (B, d_model) rows it would multiply
         (final norm and output scale applied), in a buffer of the state."""
-        B = state.batch
         t = state.step
         if t >= state.max_steps:
             raise ValueError(f"decoder state is full: {state.max_steps} steps")
@@ -534,34 +533,61 @@ class Model:
             x += self.dec_pos[t]
         if self.dec_emb_norm is not None:
             x = self.dec_emb_norm(x, out=x)
-        ctx = state.ctx
         n_keys = t + 1
         # (heads, 1, t+1) view over the precomputed relative-position table: no copy per step
         bias = None if self.dec_rel is None else state.rel_bias[:, None, state.max_steps - n_keys:]
-        for li, layer in enumerate(self.decoder_layers):
-            kc, vc = state.self_k[li], state.self_v[li]
-
-            def self_body(h, residual, layer=layer, kc=kc, vc=vc):
-                attn = layer.self_attn
-                qkv = attn.qkv(h, out=state.qkv)
-                a = attn.inner
-                # cache layout (B, H, max_steps, head_dim): each head's keys are contiguous
-                kc[:, :, t, :] = qkv[:, a:2 * a].reshape(B, attn.heads, attn.head_dim)
-                vc[:, :, t, :] = qkv[:, 2 * a:].reshape(B, attn.heads, attn.head_dim)
-                q = qkv[:, :a].reshape(B, 1, attn.heads, attn.head_dim)
-                K.attention(q, kc[:, :, :n_keys].transpose(0, 2, 1, 3), vc[:, :, :n_keys].transpose(0, 2, 1, 3),
-                            ctx.reshape(B, 1, attn.heads, attn.head_dim), bias=bias, scale=attn.scale,
-                            scratch=state.scratch)
-                return attn.out(ctx, residual=residual, out=residual)
-
-            def cross_body(h, residual, layer=layer, kv=state.cross[li]):
-                self._cross_attention(layer.cross_attn, h, kv, B, 1, state.src_lengths, ctx)
-                return layer.cross_attn.out(ctx, residual=residual, out=residual)
-            x = _sublayer(self.pre_norm, layer.self_norm, x, self_body)
-            x = _sublayer(self.pre_norm, layer.cross_norm, x, cross_body)
-            x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
+        sv = state.step_views
+        if sv is None:
+            sv = state.step_views = self._step_views(state)
+        ctx, ctx4, qkv, k_new, v_new, q_self, qbuf, q_cross, hbuf, lens = sv[0]
+        scratch = state.scratch
+        pre = self.pre_norm
+        # The sub-layers of _sublayer, written out: pre-norm x = x + f(norm(x)), post-norm
+        # x = norm(x + f(x)); every f adds its result into x in its last GEMM.
+        for layer, (kc, vc, k_all, v_all, k_cross, v_cross) in zip(self.decoder_layers, sv[1]):
+            attn = layer.self_attn
+            h = layer.self_norm(x, out=hbuf) if pre else x
+            attn.qkv(h, out=qkv)
+            # cache layout (B, H, max_steps, head_dim): each head's keys are contiguous
+            kc[:, :, t] = k_new
+            vc[:, :, t] = v_new
+            K.attention(q_self, k_all[:, :n_keys], v_all[:, :n_keys], ctx4, bias=bias, scale=attn.scale,
+                        scratch=scratch)
+            attn.out(ctx, residual=x, out=x)
+            if not pre:
+                layer.self_norm(x, out=x)
+            attn = layer.cross_attn
+            h = layer.cross_norm(x, out=hbuf) if pre else x
+            attn.q(h, out=qbuf)
+            K.attention(q_cross, k_cross, v_cross, ctx4, kv_lengths=lens, scale=attn.scale, scratch=scratch)
+            attn.out(ctx, residual=x, out=x)
+            if not pre:
+                layer.cross_norm(x, out=x)
+            if pre:
+                layer.ffn(layer.ffn_norm(x, out=hbuf), x)
+            else:
+                layer.ffn_norm(layer.ffn(x, x), out=x)
         state.step += 1
         return self._final_hidden(x)
+
+    def _step_views(self, state):
+        """The views of a decoder state's buffers that every decode step uses, made once per state:
+        (shared views, per-layer (self K cache, self V cache, the caches as (B, max_steps, H, hd),
+        cross K, cross V as (B, S, H, hd)))."""
+        B, H, hd, a = state.batch, self.heads, self.config.head_dim, self.attention_dim
+        qkv, ctx = state.qkv, state.ctx
+        qbuf = np.empty((B, a), dtype=np.float32)
+        shared = (ctx, ctx.reshape(B, 1, H, hd), qkv,
+                  qkv[:, a:2 * a].reshape(B, H, hd), qkv[:, 2 * a:].reshape(B, H, hd),
+                  qkv[:, :a].reshape(B, 1, H, hd), qbuf, qbuf.reshape(B, 1, H, hd),
+                  np.empty_like(state.x) if self.pre_norm else None,
+                  np.ascontiguousarray(state.src_lengths, dtype=np.int32))
+        layers = []
+        for li in range(len(self.decoder_layers)):
+            kc, vc, kv = state.self_k[li], state.self_v[li], state.cross[li]
+            layers.append((kc, vc, kc.transpose(0, 2, 1, 3), vc.transpose(0, 2, 1, 3),
+                           kv[0].transpose(0, 2, 1, 3), kv[1].transpose(0, 2, 1, 3)))
+        return shared, layers
 
     def forced_token(self, step, max_new_tokens):
         """The token the generation rules force at this step (counted from 0), or None."""
