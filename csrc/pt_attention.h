@@ -29,6 +29,9 @@ size_t pt_attention_scratch_size(int kv_len, int nthreads);
  * Raised from 8192: the cross- and self-attention of a batch-1 opus-mt-size decode step (16-32K)
  * now run on one thread, 0.47-0.62 -> 0.32-0.44 ms of attention per step (interleaved builds). */
 #define PT_ATTN_PARALLEL_GRAIN 65536.0
+/* The same with the worker team of pt_pool.h, whose spinning workers start a loop in about a
+ * microsecond: only the task split remains to pay for. */
+#define PT_ATTN_POOL_GRAIN 8192.0
 
 int pt_attention_generic(const float *q, pt_strides qs, const float *k, pt_strides ks,
                          const float *v, pt_strides vs, float *out, pt_strides os,

@@ -313,7 +313,8 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     j.qblock = (int)(j.slice / (size_t)j.ldS);
     int nt = nthreads < 1 ? 1 : nthreads;
     if (nt > j.pairs) nt = j.pairs;
-    if ((double)j.pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < PT_ATTN_PARALLEL_GRAIN) nt = 1;
+    const double grain = pt_pool_available() ? PT_ATTN_POOL_GRAIN : PT_ATTN_PARALLEL_GRAIN;
+    if ((double)j.pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < grain) nt = 1;
     j.nt = nt;
     /* the GEMMs' worker team when it is free (no sleeping thread to wake), else OpenMP */
     if (nt > 1 && pt_pool_run(attend_share, &j, nt, nt)) return PT_OK;
