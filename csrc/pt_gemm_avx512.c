@@ -5,13 +5,15 @@
 
 #include <immintrin.h>
 #include "pt_gemm_internal.h"
+#include "pt_simd_avx512.h"
 
 
 /* Bitwise equality with pt_gemm_packed_avx2: a 16-wide panel row is one zmm here and two ymm
  * there, but every lane still runs acc = fma(a[i,kk], B[kk,j], acc) from +0 with kk ascending,
  * and a lane's FMA rounds the same at either width. The epilogue (bias, activation, residual,
- * store) is the AVX2 path's own, pt_gemm_epilogue_avx2, so the results match to the bit. k is
- * never blocked (see region_avx512). */
+ * store) is the AVX2 path's own, pt_gemm_epilogue_avx2, except that SiLU runs 16 lanes at a time
+ * with the AVX2 instruction sequence per lane (pt_simd_avx512.h), so the results match to the bit.
+ * k is never blocked (see region_avx512). */
 
 // ---- block sizes
 
@@ -102,6 +104,30 @@ static const int kernel_panels[PT_GEMM512_MR + 1][PT_GEMM512_WIDTHS] = {
     {0}, {8, 4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {4, 2, 1}, {3, 2, 1}, {3, 2, 1},
 };
 
+// ---- epilogue
+
+/* pt_gemm_epilogue_avx2 with SiLU in 16 lanes: the activation is most of an encoder FFN-in GEMM's
+ * epilogue, and one zmm per panel row halves its instructions. Bias then activation then residual,
+ * as there; the bias add keeps bias_row's operand order (vals + bias). Other activations: the AVX2
+ * epilogue. */
+static void epilogue_avx512(float *vals, const float *bias, const float *res, float *out, int j0, int np, int n,
+                            int act) {
+    if (act != PT_ACT_SILU) {
+        pt_gemm_epilogue_avx2(vals, bias, res, out, j0, np, n, act);
+        return;
+    }
+    for (int q = 0; q < np; q++) {
+        int jq = j0 + q * PT_NR;
+        __m512 v = _mm512_load_ps(vals + q * PT_NR);
+        if (bias != NULL) {
+            int cols = n - jq < PT_NR ? n - jq : PT_NR;
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps((__mmask16)((1u << cols) - 1u), bias + jq));
+        }
+        _mm512_store_ps(vals + q * PT_NR, pt_silu512(v));
+    }
+    pt_gemm_epilogue_avx2(vals, NULL, res, out, j0, np, n, PT_ACT_NONE);
+}
+
 // ---- driver
 
 /* Rows [r0, r1) x panels [p0, p1) of the output, on one thread.
@@ -131,7 +157,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
                 kernels[rows][w](arow, lda, bp + (size_t)p * pstride, pstride, k, tile);
                 for (int r = 0; r < rows; r++) {
                     ptrdiff_t row = i + r;
-                    pt_gemm_epilogue_avx2(tile + r * PT_GEMM512_TILE_LD, bias,
+                    epilogue_avx512(tile + r * PT_GEMM512_TILE_LD, bias,
                                           residual != NULL ? residual + row * ldr : NULL, c + row * ldc,
                                           p * PT_NR, np, n, act);
                 }

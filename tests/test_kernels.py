@@ -124,6 +124,34 @@ def test_avx512_gemm_bitwise_equals_avx2(rng):
         K.set_isa(before)
 
 
+def test_avx512_silu_epilogue_bitwise_equals_avx2(rng):
+    """The AVX-512 GEMM runs SiLU 16 lanes at a time (pt_simd_avx512.h) with the AVX2 instruction
+    sequence per lane: same bits for every input that is not NaN (a NaN stays NaN; which operand's
+    NaN a multiply passes on is the compiler's choice, which commutes it). c = 0 * 1 + bias = bias
+    exactly, so the bias row carries the values under test through the epilogue."""
+    if not K.avx512_available():
+        pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.17e-38, -1.17e-38, 88.7, 89.0,
+                         -88.7, -103.9, -104.0, -150.0, 3.4e38, -3.4e38, 1e-20, -1e-20, 0.5, -0.5],
+                        dtype=np.float32)
+    randbits = rng.integers(0, 2 ** 32, size=1 << 16, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate([specials, randbits, rng.standard_normal(4096, dtype=np.float32) * 20])
+    wp = K.pack(np.ones((values.size, 1), np.float32), transpose=True)
+    a = np.zeros((1, 1), np.float32)
+    before = K.get_isa()
+    try:
+        K.set_isa("avx2"); c2 = K.gemm(a, wp, values, None, "silu")
+        K.set_isa("avx512"); c5 = K.gemm(a, wp, values, None, "silu")
+    finally:
+        K.set_isa(before)
+    nan = np.isnan(values)
+    np.testing.assert_array_equal(np.isnan(c5[0]), nan)
+    np.testing.assert_array_equal(c2[0, ~nan].view(np.uint32), c5[0, ~nan].view(np.uint32))
+    finite = np.isfinite(values) & (np.abs(values) < 80)
+    x = values[finite].astype(np.float64)
+    np.testing.assert_allclose(c5[0, finite], x / (1 + np.exp(-x)), rtol=2e-6, atol=1e-37)
+
+
 def test_packed_matrix_roundtrip(rng):
     w = f32(rng, 37, 20)
     p = K.pack(w, transpose=True)

@@ -1,0 +1,62 @@
+/* pt_simd_avx512.h - 16-lane AVX-512F versions of pt_simd_avx2.h's exp and SiLU, for the AVX-512
+ * GEMM's epilogue.
+ *
+ * Bitwise contract: every lane runs exactly the instructions of pt_exp2k256 / pt_silu256 in the
+ * same order (the same constants, min/max with the same operand order, round-to-nearest, the same
+ * FMAs, an IEEE division, the same integer exponent arithmetic; masks replace blendv), so a value
+ * gets the same bits here as on the AVX2 path (all 2^32 inputs checked once; a NaN stays NaN, but
+ * its sign may differ: the compiler commutes multiplies). tests/test_kernels.py checks special and
+ * random values through the GEMM. */
+#ifndef PT_SIMD_AVX512_H
+#define PT_SIMD_AVX512_H
+
+#if defined(PT_HAVE_AVX512) && defined(__AVX512F__)
+
+#include <float.h>
+#include <immintrin.h>
+#include "pt_simd_avx2.h"   /* PT_ACT_SCALE_K, PT_ACT_UNSCALE */
+
+/* x | -0.0 and x & ~(-0.0) with AVX-512F only (the _ps logic ops need AVX-512DQ). */
+static inline __m512 pt_or_sign512(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+}
+
+/* pt_exp2k256, 16 lanes. */
+static inline __m512 pt_exp2k512(__m512 x, int k) {
+    const float lowest = -105.0f - 0.693147f * (float)k;
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(lowest), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-06f), r);
+    __m512 q = _mm512_set1_ps(0.00019790352962445468f);
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.0013944648671895266f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.008333496749401093f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.04166629537940025f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.1666666567325592f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
+    __m512 p = _mm512_fmadd_ps(_mm512_mul_ps(r, r), q, r);
+    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+    __m512i ni = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(k));
+    __m512i n1 = _mm512_srai_epi32(ni, 1);
+    __m512i n2 = _mm512_sub_epi32(ni, n1);
+    const __m512i bias = _mm512_set1_epi32(127);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+    return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+}
+
+/* pt_silu256, 16 lanes. */
+static inline __m512 pt_silu512(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 nax = pt_or_sign512(x);
+    __m512 t_scaled = pt_exp2k512(nax, PT_ACT_SCALE_K);
+    __m512 t = _mm512_mul_ps(t_scaled, _mm512_set1_ps(PT_ACT_UNSCALE));
+    __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 sig = _mm512_div_ps(_mm512_mask_blend_ps(neg, one, t_scaled), _mm512_add_ps(one, t));
+    __m512 fin = _mm512_mask_blend_ps(neg, one, _mm512_set1_ps(PT_ACT_UNSCALE));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_max_ps(_mm512_set1_ps(-FLT_MAX), x), sig), fin);
+}
+
+#endif
+#endif
