@@ -1,14 +1,16 @@
-/* pt_pool.h - a small persistent team of worker threads for short parallel loops.
+/* pt_pool.h - a small persistent team of worker threads for short parallel loops: the GEMMs, the
+ * AVX2/AVX-512 attention and the output screen's passes.
  *
- * Why not OpenMP for these: a batch-1 decode step runs about 40 parallel GEMVs of 50-300 us each,
+ * Why not OpenMP for these: a batch-1 decode step runs about 50 parallel loops of 20-300 us each,
  * back to back. pytransformer loads libgomp with sleeping workers (OMP_WAIT_POLICY=PASSIVE, see
  * pytransformer/__init__.py), so every one of those regions first wakes a sleeping thread, which
  * costs tens of microseconds on a virtual machine; with spinning workers libgomp spins a fixed
  * count however busy the machine is, which made decoding several times slower when another
  * process wanted the cores. This team spins a short, bounded time after each loop (long enough to
- * catch the next GEMV of a decode step) and stops spinning when it sees that the scheduler had to
- * preempt a worker, i.e. when the cores are contended. Linux only (futex); elsewhere
- * pt_pool_run declines and the caller uses OpenMP. */
+ * catch the next loop of a decode step) and stops spinning when it sees that the scheduler
+ * preempted a worker in mid-spin, i.e. when the cores are contended. OpenMP regions that still
+ * exist (norms, softmax, activations on large inputs) first tell the team to sleep
+ * (pt_pool_park). Linux only (futex); elsewhere pt_pool_run declines and callers use OpenMP. */
 #ifndef PT_POOL_H
 #define PT_POOL_H
 
