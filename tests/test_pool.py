@@ -108,6 +108,21 @@ def test_pool_attention_gives_the_same_bits_as_openmp_and_one_thread(two_threads
 
 
 @needs_threads
+def test_more_threads_than_cores_then_fewer(two_threads):
+    """Oversubscribed (4 threads on a 2-core machine) and back to 2: workers started for 4 stay,
+    only as many as the thread count asks for take tasks, and the bits never change."""
+    x, p, b, _, _ = _case(5, 512, 2048, 21)
+    pytransformer.set_num_threads(1)
+    want = K.gemm(x, p, b, None, K.ACTIVATIONS["relu"])
+    for n in (4, 2, 3, 2):
+        pytransformer.set_num_threads(n)
+        for _ in range(20):
+            np.testing.assert_array_equal(K.gemm(x, p, b, None, K.ACTIVATIONS["relu"]), want)
+    if LINUX:
+        assert K.thread_pool_stats()["workers"] >= 3
+
+
+@needs_threads
 def test_many_python_threads_share_the_pool(two_threads):
     """One caller at a time gets the team; the others run on OpenMP at the same time. Every result
     must still be exactly the one-thread result."""
