@@ -86,7 +86,7 @@ class BuildExt(build_ext):
         cflags = list(BASE_CFLAGS)
         ldflags = []
         if sys.platform.startswith("linux"):
-            # csrc/pt_pool.c: the GEMM worker team (pthreads + futex)
+            # csrc/pt_pool.c: the worker team (pthreads + futex)
             cflags.append("-pthread")
             ldflags.append("-pthread")
         macros = []

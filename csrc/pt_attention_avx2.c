@@ -316,7 +316,7 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     const double grain = pt_pool_available() ? PT_ATTN_POOL_GRAIN : PT_ATTN_PARALLEL_GRAIN;
     if ((double)j.pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < grain) nt = 1;
     j.nt = nt;
-    /* the GEMMs' worker team when it is free (no sleeping thread to wake), else OpenMP */
+    /* the worker team (pt_pool.h) when it is free (no sleeping thread to wake), else OpenMP */
     if (nt > 1 && pt_pool_run(attend_share, &j, nt, nt)) return PT_OK;
     PT_PARALLEL_FOR(nt, pair, j.pairs, attend_one(&j, pair, scratch + (size_t)pt_thread_id() * j.slice););
     return PT_OK;

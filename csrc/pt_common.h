@@ -38,7 +38,7 @@ enum {
  * OpenMP threads. With one thread it is a plain loop and no parallel region is entered at all:
  * libgomp allocates a team even for an `if(0)` region, which costs more than the small kernels
  * of a decode step (and those are also called from inside other kernels' parallel loops). The
- * GEMM's worker team (pt_pool.h) is told to stop spinning first, so that OpenMP's threads have
+ * worker team (pt_pool.h) is told to stop spinning first, so that OpenMP's threads have
  * the cores. */
 #include "pt_pool.h"
 #ifdef _OPENMP

@@ -49,6 +49,18 @@ static inline __m256 pt_transpose_sum8(__m256 a0, __m256 a1, __m256 a2, __m256 a
 
 // ---- exp
 
+/* The constants of pt_exp2k256, shared with its 16-lane twin in pt_simd_avx512.h (one set, so the
+ * two cannot drift apart): clamp, log2(e), ln 2 in two parts, and Q(r) from its top coefficient. */
+#define PT_EXP_X_MAX 89.0f
+#define PT_EXP_LOG2E 1.44269504088896341f
+#define PT_EXP_LN2_HI 0.693145751953125f
+#define PT_EXP_LN2_LO 1.42860682030941723e-06f
+#define PT_EXP_Q5 0.00019790352962445468f
+#define PT_EXP_Q4 0.0013944648671895266f
+#define PT_EXP_Q3 0.008333496749401093f
+#define PT_EXP_Q2 0.04166629537940025f
+#define PT_EXP_Q1 0.1666666567325592f
+
 /* e^x * 2^k for a compile-time k in [0, 64]. x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so r
  * is exact to ~2^-40), then e^r = 1 + r + r^2 Q(r) (degree 7 overall, fit error 5e-11), then 2^(n+k)
  * applied as two factors so results in the subnormal range are rounded once instead of flushed.
@@ -57,16 +69,16 @@ static inline __m256 pt_transpose_sum8(__m256 a0, __m256 a1, __m256 a2, __m256 a
 static inline __m256 pt_exp2k256(__m256 x, int k) {
     /* max/min return their second operand when one is NaN: keep x second so NaN survives the clamp */
     const float lowest = -105.0f - 0.693147f * (float)k; /* e^lowest 2^k < 2^-150 */
-    __m256 xc = _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(lowest), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+    __m256 xc = _mm256_min_ps(_mm256_set1_ps(PT_EXP_X_MAX), _mm256_max_ps(_mm256_set1_ps(lowest), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(PT_EXP_LOG2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723e-06f), r);
-    __m256 q = _mm256_set1_ps(0.00019790352962445468f);
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.0013944648671895266f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.008333496749401093f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.04166629537940025f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.1666666567325592f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_HI), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_LO), r);
+    __m256 q = _mm256_set1_ps(PT_EXP_Q5);
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q4));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q3));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q2));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q1));
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
     __m256 p = _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));

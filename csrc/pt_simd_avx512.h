@@ -14,9 +14,9 @@
 
 #include <float.h>
 #include <immintrin.h>
-#include "pt_simd_avx2.h"   /* PT_ACT_SCALE_K, PT_ACT_UNSCALE */
+#include "pt_simd_avx2.h"   /* PT_EXP_* constants, PT_ACT_SCALE_K, PT_ACT_UNSCALE */
 
-/* x | -0.0 and x & ~(-0.0) with AVX-512F only (the _ps logic ops need AVX-512DQ). */
+/* x | -0.0 with AVX-512F only (_mm512_or_ps needs AVX-512DQ). */
 static inline __m512 pt_or_sign512(__m512 x) {
     return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
 }
@@ -24,16 +24,16 @@ static inline __m512 pt_or_sign512(__m512 x) {
 /* pt_exp2k256, 16 lanes. */
 static inline __m512 pt_exp2k512(__m512 x, int k) {
     const float lowest = -105.0f - 0.693147f * (float)k;
-    __m512 xc = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(lowest), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(PT_EXP_X_MAX), _mm512_max_ps(_mm512_set1_ps(lowest), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(PT_EXP_LOG2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-06f), r);
-    __m512 q = _mm512_set1_ps(0.00019790352962445468f);
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.0013944648671895266f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.008333496749401093f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.04166629537940025f));
-    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.1666666567325592f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(PT_EXP_LN2_HI), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(PT_EXP_LN2_LO), r);
+    __m512 q = _mm512_set1_ps(PT_EXP_Q5);
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(PT_EXP_Q4));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(PT_EXP_Q3));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(PT_EXP_Q2));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(PT_EXP_Q1));
     q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
     __m512 p = _mm512_fmadd_ps(_mm512_mul_ps(r, r), q, r);
     p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));

@@ -128,13 +128,14 @@ def cpu_info():
 
 
 def set_thread_pool(bint enabled):
-    """Run multi-threaded GEMMs on pytransformer's worker team (True, the default on Linux) or on
-    OpenMP's (False), e.g. to compare the two in one process. Results are bitwise the same."""
+    """Run the multi-threaded GEMMs, attention and output screen on pytransformer's worker team
+    (True, the default on Linux) or on OpenMP's threads (False), e.g. to compare the two in one
+    process. Results are bitwise the same."""
     pt_pool_set_enabled(1 if enabled else 0)
 
 
 def thread_pool_stats():
-    """The GEMM worker team (csrc/pt_pool.h): whether it is used in this process, workers started,
+    """The worker team (csrc/pt_pool.h): whether it is used in this process, workers started,
     parallel loops it ran, and times a worker stopped spinning because it had been preempted."""
     return {"available": bool(pt_pool_available()), "workers": pt_pool_workers(),
             "loops": pt_pool_loops(), "backoffs": pt_pool_backoffs()}
