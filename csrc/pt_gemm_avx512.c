@@ -170,7 +170,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
 int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                           int m, int n, int k, int act, int nthreads) {
-    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, a, lda, bp, bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
+    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, 3, a, lda, bp, bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
 }
 
 #else /* built without AVX-512: keep the symbol so the bindings link, and refuse the path */

@@ -16,9 +16,10 @@ typedef void (*pt_gemm_region_fn)(const float *a, ptrdiff_t lda, const float *bp
 
 /* The body of every pt_gemm_packed_*: checks the arguments, then runs `region` over the whole
  * output, on the calling thread below the grain size, else on a team of threads that take chunks
- * of it dynamically. Chunks are whole row tiles (row_unit rows, the micro-kernel height) or whole
- * groups of panel_unit panels (the widest decode kernel). */
-int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit,
+ * of it dynamically. Chunk edges fall on whole row tiles (row_unit rows, the micro-kernel height)
+ * and on whole groups of panel_unit panels (the widest decode kernel) when a chunk spans all rows,
+ * or of tile_panels panels (the main multi-row kernel's width) when it is a block of rows. */
+int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit, int tile_panels,
                   const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                   const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                   int m, int n, int k, int act, int nthreads);

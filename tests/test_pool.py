@@ -53,7 +53,10 @@ def test_pool_runs_multi_threaded_gemms(two_threads):
 
 @needs_threads
 @pytest.mark.parametrize("rows,k,n", [(1, 512, 2048), (3, 512, 1536), (16, 512, 512), (100, 96, 520),
-                                      (1, 2048, 512)])
+                                      (1, 2048, 512),
+                                      # blocks of rows x panels: a partial row block and panel block,
+                                      # and (k = 2100) panel blocks of a single micro-kernel width
+                                      (257, 512, 1000), (300, 2100, 700)])
 @pytest.mark.parametrize("act", ["none", "relu", "silu"])
 def test_pool_openmp_and_one_thread_give_the_same_bits(two_threads, rows, k, n, act):
     x, p, b, r, _ = _case(rows, k, n, rows + k + n)
