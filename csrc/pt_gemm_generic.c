@@ -40,7 +40,7 @@ int pt_gemm_team_size(int m, int n, int k, int nthreads) {
  * Many rows (an encoder: batch x source length): blocks of PT_GEMM_BLOCK_ROWS rows x the panels of
  * PT_GEMM_BLOCK_B_BYTES of packed B, so each chunk's A rows and B panels stay in the core's L2 and
  * there are dozens of chunks to share out. On the 512 x {512, 1536, 2048} x {512, 2048} GEMMs of a
- * batch-16 encoder this was 1.05-1.13x faster over the whole encoder than the earlier 4 chunks of
+ * batch-16 encoder this was 1.04-1.13x faster over the whole encoder than the earlier 4 chunks of
  * whole panel groups (alternated in one process, 2 threads; 128 rows x 384 KiB the best of 64/128
  * rows x 256/384/768 KiB, the others within noise of it).
  * Few rows (decode steps, short batches): PT_GEMM_CHUNKS_PER_THREAD chunks of whole panel groups

@@ -279,6 +279,36 @@ def test_fused_residual_norm_and_aliasing(isa, rng):
     np.testing.assert_allclose(x2, ref.layer_norm(h, w, b, 1e-5), atol=NORM_ATOL)
 
 
+@pytest.mark.parametrize("cols", [33, 100, 512, 1025])
+@pytest.mark.parametrize("rms", [False, True])
+def test_norm_residual_and_sum_out_combinations(isa, cols, rms, rng):
+    """Every combination of residual / sum_out / weight / bias, 40 rows (enough to run on 2 threads):
+    close to float64, a row alone gives the bits it gets in the batch, 1 and 2 threads agree."""
+    rows = 40
+    x, r = f32(rng, rows, cols, scale=3.0) + 1.0, f32(rng, rows, cols)
+    w, b = f32(rng, cols), (None if rms else f32(rng, cols))
+    eps = 1e-6 if rms else 1e-5
+    for res in (None, r):
+        for keep_sum in (False, True):
+            for weight in (w, None):
+                h = x.astype(np.float64) + (0 if res is None else r)
+                want = (ref.rms_norm(h, np.ones(cols) if weight is None else weight, eps) if rms
+                        else ref.layer_norm(h, np.ones(cols) if weight is None else weight, b, eps))
+                outs = {}
+                for nt in (1, 2):
+                    s = np.empty_like(x) if keep_sum else None
+                    outs[nt] = with_threads(nt, K.norm, x, np.ones(cols, np.float32) if weight is None else weight,
+                                            b, eps, rms, res, s)
+                    if keep_sum:
+                        np.testing.assert_array_equal(s, x + (0 if res is None else r))
+                np.testing.assert_array_equal(outs[1], outs[2])
+                np.testing.assert_allclose(outs[2], want, atol=NORM_ATOL)
+                i = rows // 2
+                alone = K.norm(x[i:i + 1], np.ones(cols, np.float32) if weight is None else weight, b, eps, rms,
+                               None if res is None else r[i:i + 1])
+                np.testing.assert_array_equal(alone, outs[1][i:i + 1])
+
+
 def test_norm_strided_rows(isa, rng):
     big = f32(rng, 10, 80)
     x = big[::3, 5:69]
