@@ -14,42 +14,75 @@ static int check_ids(const int32_t *ids, int n, int vocab, int *bad_index) {
     return PT_OK;
 }
 
+/* Below this many output floats one thread does the whole gather (a decode step's few tokens). */
+#define PT_EMBED_PARALLEL_GRAIN 32768
+
+/* Lines ahead of the current one that the packed gather prefetches: a token's column crosses a 4 KiB
+ * page every 64 values, where the hardware prefetcher stops. */
+#define PT_EMBED_PREFETCH_LINES 16
+
+/* One gather's arguments, for the token ranges run by pt_parallel_ranges. */
+typedef struct {
+    const int32_t *ids;
+    const float *table, *positions;
+    float *out;
+    ptrdiff_t ldt, ldp, ldo;
+    int d, packed;
+    float scale;
+} embed_job;
+
+static void embed_rows(void *ctx, int lo, int hi) {
+    const embed_job *e = (const embed_job *)ctx;
+    const int d = e->d;
+    for (int i = lo; i < hi; i++) {
+        float *o = e->out + (ptrdiff_t)i * e->ldo;
+        const float *p = e->positions ? e->positions + (ptrdiff_t)i * e->ldp : NULL;
+        if (e->packed) {
+            /* column ids[i] % PT_NR of panel ids[i] / PT_NR: element j at j * PT_NR (pt_packed_get) */
+            const float *col = e->table + (size_t)(e->ids[i] / PT_NR) * (size_t)d * PT_NR + e->ids[i] % PT_NR;
+            for (int j = 0; j < d; j++) {
+                if (j + PT_EMBED_PREFETCH_LINES < d)
+                    __builtin_prefetch(col + (size_t)(j + PT_EMBED_PREFETCH_LINES) * PT_NR);
+                float v = col[(size_t)j * PT_NR] * e->scale;
+                o[j] = p ? v + p[j] : v;
+            }
+        } else {
+            const float *row = e->table + (ptrdiff_t)e->ids[i] * e->ldt;
+            if (p)
+                for (int j = 0; j < d; j++) o[j] = row[j] * e->scale + p[j];
+            else
+                for (int j = 0; j < d; j++) o[j] = row[j] * e->scale;
+        }
+    }
+}
+
+static int gather(const embed_job *e, int n, int nthreads) {
+    int nt = nthreads < 1 ? 1 : nthreads;
+    if ((double)n * e->d < PT_EMBED_PARALLEL_GRAIN) nt = 1;
+    pt_parallel_ranges(nt, n, embed_rows, (void *)e);
+    return PT_OK;
+}
+
 // ids: (n,); table: (vocab, d) row stride ldt; positions: (n, d) row stride ldp or NULL; out: (n, d) row stride ldo
 int pt_embedding(const int32_t *ids, int n, const float *table, ptrdiff_t ldt, int vocab, int d,
                  float scale, const float *positions, ptrdiff_t ldp, float *out, ptrdiff_t ldo,
-                 int *bad_index) {
+                 int *bad_index, int nthreads) {
     if (!ids || !table || !out || n <= 0 || vocab <= 0 || d <= 0) return PT_ERR_ARG;
     int st = check_ids(ids, n, vocab, bad_index);
     if (st != PT_OK) return st;
-    for (int i = 0; i < n; i++) {
-        const float *row = table + (ptrdiff_t)ids[i] * ldt;
-        float *o = out + (ptrdiff_t)i * ldo;
-        if (positions) {
-            const float *p = positions + (ptrdiff_t)i * ldp;
-            for (int j = 0; j < d; j++) o[j] = row[j] * scale + p[j];
-        } else {
-            for (int j = 0; j < d; j++) o[j] = row[j] * scale;
-        }
-    }
-    return PT_OK;
+    embed_job e = {ids, table, positions, out, ldt, ldp, ldo, d, 0, scale};
+    return gather(&e, n, nthreads);
 }
 
 // packed: pt_pack_b layout of B = table^T, i.e. k = d, n = vocab; token t's row is column t of B
 int pt_embedding_packed(const int32_t *ids, int n, const float *packed, int vocab, int d,
                         float scale, const float *positions, ptrdiff_t ldp, float *out, ptrdiff_t ldo,
-                        int *bad_index) {
+                        int *bad_index, int nthreads) {
     if (!ids || !packed || !out || n <= 0 || vocab <= 0 || d <= 0) return PT_ERR_ARG;
     int st = check_ids(ids, n, vocab, bad_index);
     if (st != PT_OK) return st;
-    for (int i = 0; i < n; i++) {
-        float *o = out + (ptrdiff_t)i * ldo;
-        const float *p = positions ? positions + (ptrdiff_t)i * ldp : NULL;
-        for (int j = 0; j < d; j++) {
-            float v = pt_packed_get(packed, d, j, ids[i]) * scale;
-            o[j] = p ? v + p[j] : v;
-        }
-    }
-    return PT_OK;
+    embed_job e = {ids, packed, positions, out, 0, ldp, ldo, d, 1, scale};
+    return gather(&e, n, nthreads);
 }
 
 // out: (n, d) row stride ldo, rows for positions offset .. offset + n - 1

@@ -7,16 +7,18 @@
 /* out[i, :] = table[ids[i], :] * scale + (positions ? positions[i, :] : 0)
  * ids: (n,) int32; table: (vocab, d) row stride ldt; positions: (n, d) row stride ldp or NULL;
  * out: (n, d) row stride ldo. Returns PT_ERR_INDEX (and writes the offending index to *bad_index)
- * if an id is outside [0, vocab). Scalar only: it is a copy, bounded by memory. */
+ * if an id is outside [0, vocab), before anything is written. Scalar: it is a copy, bounded by
+ * memory; many tokens (an encoder batch) are split over nthreads threads. */
 int pt_embedding(const int32_t *ids, int n, const float *table, ptrdiff_t ldt, int vocab, int d,
                  float scale, const float *positions, ptrdiff_t ldp, float *out, ptrdiff_t ldo,
-                 int *bad_index);
+                 int *bad_index, int nthreads);
 
 /* Same, gathering rows from a table packed by pt_pack_b as B = table^T (k = d, n = vocab):
- * lets a tied output projection and the embedding share one packed copy. */
+ * lets a tied output projection and the embedding share one packed copy. A token's row is then a
+ * column of its panel, one float per 64-byte line; the lines ahead are prefetched. */
 int pt_embedding_packed(const int32_t *ids, int n, const float *packed, int vocab, int d,
                         float scale, const float *positions, ptrdiff_t ldp, float *out, ptrdiff_t ldo,
-                        int *bad_index);
+                        int *bad_index, int nthreads);
 
 /* out[p, :] for positions p = offset .. offset+n-1, d columns (d even), row stride ldo:
  *   PT_POS_INTERLEAVED: out[p, 2i] = sin(p / 10000^(2i/d)), out[p, 2i+1] = cos(same)

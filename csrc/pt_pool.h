@@ -1,5 +1,6 @@
 /* pt_pool.h - a small persistent team of worker threads for short parallel loops: the GEMMs, the
- * AVX2/AVX-512 attention and the output screen's passes.
+ * AVX2/AVX-512 attention, the AVX2 norms (pt_parallel_ranges in pt_common.h) and the output
+ * screen's passes.
  *
  * Why not OpenMP for these: a batch-1 decode step of the opus-mt-size model runs about 50
  * parallel loops back to back (36 GEMVs, 12 attention calls, the screen). pytransformer loads
@@ -10,7 +11,7 @@
  * process wanted the cores. This team spins a short, bounded time after each loop (long enough to
  * catch the next loop of a decode step) and stops spinning when it sees that the scheduler
  * preempted a worker in mid-spin, i.e. when the cores are contended. OpenMP regions that still
- * exist (norms, softmax, activations on large inputs) first tell the team to sleep
+ * exist (softmax and activations on large inputs, the portable kernels) first tell the team to sleep
  * (pt_pool_park). Linux only (futex); elsewhere pt_pool_run declines and callers use OpenMP. */
 #ifndef PT_POOL_H
 #define PT_POOL_H

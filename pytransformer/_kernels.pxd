@@ -140,10 +140,10 @@ cdef extern from "pt_attention.h" nogil:
 cdef extern from "pt_embedding.h" nogil:
     int pt_embedding(const int32_t *ids, int n, const float *table, Py_ssize_t ldt, int vocab, int d,
                      float scale, const float *positions, Py_ssize_t ldp, float *out, Py_ssize_t ldo,
-                     int *bad_index)
+                     int *bad_index, int nthreads)
     int pt_embedding_packed(const int32_t *ids, int n, const float *packed, int vocab, int d,
                             float scale, const float *positions, Py_ssize_t ldp, float *out, Py_ssize_t ldo,
-                            int *bad_index)
+                            int *bad_index, int nthreads)
     int pt_sinusoidal_positions(float *out, Py_ssize_t ldo, int n, int d, int offset, int layout)
 
 cdef extern from "pt_probe.h" nogil:

@@ -831,12 +831,14 @@ def embedding(object ids, object table, double scale=1.0, object positions=None,
     cdef float *po = _ptr(O)
     cdef Py_ssize_t ldo = _ld(O, 0) if n > 1 else d
     cdef float fscale = scale
-    cdef int bad = -1, status
+    cdef int bad = -1, status, nt = _nthreads
+    if nt > 1:
+        _mark_threads_used()
     with nogil:
         if P is not None:
-            status = pt_embedding_packed(pi, n, pt, vocab, d, fscale, pp, ldp, po, ldo, &bad)
+            status = pt_embedding_packed(pi, n, pt, vocab, d, fscale, pp, ldp, po, ldo, &bad, nt)
         else:
-            status = pt_embedding(pi, n, pt, ldt, vocab, d, fscale, pp, ldp, po, ldo, &bad)
+            status = pt_embedding(pi, n, pt, ldt, vocab, d, fscale, pp, ldp, po, ldo, &bad, nt)
     if status == PT_ERR_INDEX:
         raise ValueError(f"token id {int(I[bad])} out of range for vocab of {vocab} (position {bad})")
     _status(status, "embedding")

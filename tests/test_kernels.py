@@ -384,6 +384,30 @@ def test_embedding_gather_scale(rng):
         ops.embedding(np.array([-1]), table)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_embedding_many_tokens_plain_and_packed(threads, rng):
+    """An encoder batch's gather (enough tokens to be split over threads), from a row-major table and
+    from the packed copy of a tied output projection, with and without positions: exactly the
+    numpy gather; a bad id anywhere leaves out untouched."""
+    vocab, d, n = 300, 72, 700
+    table = f32(rng, vocab, d)
+    packed = K.pack(table, transpose=True)
+    ids = rng.integers(0, vocab, size=n).astype(np.int32)
+    pos = f32(rng, n, d)
+    scale = np.float32(1.7)
+    for tab in (table, packed):
+        got = with_threads(threads, K.embedding, ids, tab, 1.7)
+        np.testing.assert_array_equal(got, table[ids] * scale)
+        got = with_threads(threads, K.embedding, ids, tab, 1.7, pos)
+        np.testing.assert_array_equal(got, table[ids] * scale + pos)
+        out = np.full((n, d), 7.0, np.float32)
+        bad = ids.copy()
+        bad[n - 3] = vocab
+        with pytest.raises(ValueError, match=rf"token id {vocab} out of range .*position {n - 3}"):
+            with_threads(threads, K.embedding, bad, tab, 1.0, None, out)
+        assert (out == 7.0).all()
+
+
 @pytest.mark.parametrize("n,d,offset,layout", [(1, 2, 0, "interleaved"), (64, 96, 0, "interleaved"),
                                                (33, 512, 0, "interleaved"), (40, 16, 2, "halves"),
                                                (1025, 64, 0, "halves")])
