@@ -68,8 +68,10 @@ def main(argv=None):
     flops = 2 * 1024 ** 3
     rows.append(("1024 x 1024 x 1024", {k: flops / v / 1e9 for k, v in t.items()}, None))
 
-    # ---- decode shapes: y = x W^T with W (N, K) as a Linear stores it
-    for m, n, k in [(1, 2048, 512), (16, 2048, 512), (1, 58101, 512)]:
+    # ---- decode shapes, then a batch-16 x 32-token encoder's (q/k/v, attention out, FFN in, FFN
+    # out): y = x W^T with W (N, K) as a Linear stores it
+    for m, n, k in [(1, 2048, 512), (16, 2048, 512), (1, 58101, 512),
+                    (512, 1536, 512), (512, 512, 512), (512, 2048, 512), (512, 512, 2048)]:
         x = rng.standard_normal((m, k), dtype=np.float32)
         w = rng.standard_normal((n, k), dtype=np.float32)
         wp = K.pack(w, transpose=True)
@@ -81,9 +83,9 @@ def main(argv=None):
         if torch is not None:
             fns["torch"] = torch.timer(m, n, k)
         t = alternate_timed(fns, args.reps, min_time=0.05)
-        bound = (n * k * 4) / (bw * 1e9)
+        bound = (n * k * 4) / (bw * 1e9)   # streaming the weights: the limit of the decode shapes only
         rows.append((f"M={m}, N={n}, K={k}", {kk: 2 * m * n * k / v / 1e9 for kk, v in t.items()},
-                     bound / min(t[e] for e in t if e.startswith("pytransformer"))))
+                     bound / min(t[e] for e in t if e.startswith("pytransformer")) if m <= 16 else None))
 
     # ---- the greedy argmax of the output layer through its 8-bit screen (the whole
     # screen_argmax call: integer dot products, candidates, exact rescoring); GFLOP/s of the
