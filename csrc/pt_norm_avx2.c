@@ -37,8 +37,8 @@ enum { SUM_H, SUM_SQUARES, SUM_CENTERED_SQUARES };
  * add chains (a single chain of 64 dependent adds was most of a 512-wide row's time), reduced in a
  * fixed order; vectors past the last multiple of 32 go to the first accumulator, and the tail is
  * masked so its lanes add zero. */
-static inline __attribute__((always_inline)) float row_sum(const float *x, const float *res, float *s_out, const float *s_in, int cols, int what,
-                     float mean) {
+static inline __attribute__((always_inline)) float row_sum(const float *x, const float *res, float *s_out,
+                                                          const float *s_in, int cols, int what, float mean) {
     const __m256i ones = _mm256_set1_epi32(-1);
     const __m256 vmean = _mm256_set1_ps(mean);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -65,8 +65,9 @@ static inline __attribute__((always_inline)) float row_sum(const float *x, const
     return pt_hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
 }
 
-static inline __attribute__((always_inline)) void layer_norm_row(const float *x, const float *res, float *s, const float *w, const float *b,
-                           float *y, int cols, float eps) {
+static inline __attribute__((always_inline)) void layer_norm_row(const float *x, const float *res, float *s,
+                                                                const float *w, const float *b, float *y, int cols,
+                                                                float eps) {
     const __m256i ones = _mm256_set1_epi32(-1);
     const float mean = row_sum(x, res, s, NULL, cols, SUM_H, 0.0f) / (float)cols;
     const __m256 vmean = _mm256_set1_ps(mean);
@@ -87,15 +88,17 @@ static inline __attribute__((always_inline)) void layer_norm_row(const float *x,
     }
 }
 
-static inline __attribute__((always_inline)) void rms_norm_row(const float *x, const float *res, float *s, const float *w, float *y, int cols,
-                         float eps) {
+static inline __attribute__((always_inline)) void rms_norm_row(const float *x, const float *res, float *s,
+                                                              const float *w, float *y, int cols, float eps) {
     const __m256i ones = _mm256_set1_epi32(-1);
     const float ms = row_sum(x, res, s, NULL, cols, SUM_SQUARES, 0.0f) / (float)cols;
     const __m256 rstd = _mm256_set1_ps(1.0f / sqrtf(ms + eps));
     int j = 0;
     if (w) /* the usual case, without per-vector tests; the loop below does the same arithmetic */
-        for (; j + 8 <= cols; j += 8)
-            _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), _mm256_mul_ps(load_h(x, res, s, j, ones, 1), rstd)));
+        for (; j + 8 <= cols; j += 8) {
+            __m256 v = _mm256_mul_ps(load_h(x, res, s, j, ones, 1), rstd);
+            _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), v));
+        }
     for (; j < cols; j += 8) {
         int full = j + 8 <= cols;
         __m256i m = full ? ones : pt_tail_mask(cols - j);
