@@ -17,10 +17,10 @@ def _import_kernels():
     process holds a core they burn the time slice the thread they wait for needs: with one busy
     process on 2 cores a decode step measured 15-25x slower. The variable is set only for that
     load and only if the user set neither it nor GOMP_SPINCOUNT; it does not leak into the
-    environment of this process or its children. The GEMMs, attention and output screen do not use
-    these threads when they can help it: they run on pytransformer's own worker team
-    (csrc/pt_pool.h), which spins a short, bounded time between a decode step's loops and stops
-    spinning on contended cores."""
+    environment of this process or its children. The GEMMs, attention, norms, embedding gather and
+    output screen do not use these threads when they can help it: they run on pytransformer's own
+    worker team (csrc/pt_pool.h), which spins a short, bounded time between a decode step's loops
+    and stops spinning on contended cores."""
     chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
     if not chosen:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"

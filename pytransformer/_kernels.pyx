@@ -128,9 +128,9 @@ def cpu_info():
 
 
 def set_thread_pool(bint enabled):
-    """Run the multi-threaded GEMMs, attention and output screen on pytransformer's worker team
-    (True, the default on Linux) or on OpenMP's threads (False), e.g. to compare the two in one
-    process. Results are bitwise the same."""
+    """Run the multi-threaded GEMMs, attention, norms, embedding gather and output screen on
+    pytransformer's worker team (True, the default on Linux) or on OpenMP's threads (False), e.g.
+    to compare the two in one process. Results are bitwise the same."""
     pt_pool_set_enabled(1 if enabled else 0)
 
 

@@ -111,6 +111,29 @@ def test_pool_attention_gives_the_same_bits_as_openmp_and_one_thread(two_threads
 
 
 @needs_threads
+def test_pool_norms_and_embedding_give_the_same_bits_as_openmp_and_one_thread(two_threads):
+    rng = np.random.default_rng(7)
+    x, r = rng.standard_normal((300, 512), dtype=np.float32), rng.standard_normal((300, 512), dtype=np.float32)
+    w, b = rng.standard_normal(512, dtype=np.float32), rng.standard_normal(512, dtype=np.float32)
+    table = rng.standard_normal((1000, 512), dtype=np.float32)
+    packed = K.pack(table, transpose=True)
+    ids = rng.integers(0, 1000, size=300).astype(np.int32)
+    got = {}
+    for mode in ("pool", "openmp", "serial"):
+        pytransformer.set_num_threads(1 if mode == "serial" else 2)
+        K.set_thread_pool(mode == "pool")
+        loops = K.thread_pool_stats()["loops"]
+        s = np.empty_like(x)
+        got[mode] = (K.norm(x, w, b), K.norm(x, w, None, 1e-6, True, r, s), s,
+                     K.embedding(ids, packed, 2.0), K.embedding(ids, table, 2.0, x))
+        if mode == "pool" and LINUX and K.avx2_available() and pytransformer.get_isa() != "generic":
+            assert K.thread_pool_stats()["loops"] >= loops + 4   # every call ran on the team
+    for mode in ("openmp", "serial"):
+        for g, want in zip(got[mode], got["pool"]):
+            np.testing.assert_array_equal(g, want)
+
+
+@needs_threads
 def test_more_threads_than_cores_then_fewer(two_threads):
     """Oversubscribed (4 threads on a 2-core machine) and back to 2: workers started for 4 stay,
     only as many as the thread count asks for take tasks, and the bits never change."""
