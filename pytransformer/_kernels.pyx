@@ -718,6 +718,15 @@ cdef pt_strides _strides4(cnp.ndarray a):
     return s
 
 
+def attention_scratch_size(int kv_len, object nthreads=None):
+    """Floats of scratch that attention() needs for kv_len keys at nthreads threads (default: the
+    current setting); a caller that passes a buffer at least this large saves an allocation per call."""
+    cdef int nt = _nthreads if nthreads is None else int(nthreads)
+    if kv_len < 1 or nt < 1:
+        raise ValueError(f"kv_len and nthreads must be >= 1, got {kv_len} and {nt}")
+    return pt_attention_scratch_size(kv_len, nt)
+
+
 def attention(object q, object k, object v, object out=None, object kv_lengths=None, object bias=None,
               bint causal=False, int q_offset=0, object scale=None, object scratch=None):
     """Multi-head attention on (batch, seq, heads, head_dim) views (any strides but a contiguous last axis).

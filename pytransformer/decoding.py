@@ -87,8 +87,7 @@ class DecoderState:
         self.logits = np.empty((batch, cfg.tgt_vocab_size), dtype=np.float32)
         self.step_views = None       # made by Model.decode_hidden at the first step
         from . import _kernels
-        self.scratch = np.empty(max(1, _kernels.get_num_threads()) * (max(max_steps, src_len) + 16),
-                                dtype=np.float32)
+        self.scratch = np.empty(_kernels.attention_scratch_size(max(max_steps, src_len, 1)), dtype=np.float32)
 
     @property
     def cache_bytes(self):

@@ -372,6 +372,21 @@ def test_attention_3d_with_num_heads(isa, rng):
     np.testing.assert_allclose(got, want.reshape(2, 3, 12), atol=ATTENTION_ATOL)
 
 
+def test_attention_scratch_size_is_enough(isa, rng):
+    """A caller-owned scratch of attention_scratch_size floats (what a decoding state keeps) gives
+    the same bits as letting attention() allocate its own, at 1 and 2 threads."""
+    B, T, S, H, D = 3, 5, 40, 4, 16
+    q, k, v = f32(rng, B, T, H, D), f32(rng, B, S, H, D), f32(rng, B, S, H, D)
+    lens = np.array([40, 7, 23], np.int32)
+    for nt in (1, 2):
+        scratch = np.full(K.attention_scratch_size(S, nt), np.nan, np.float32)
+        want = with_threads(nt, K.attention, q, k, v, None, lens)
+        got = with_threads(nt, K.attention, q, k, v, None, lens, scratch=scratch)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="kv_len and nthreads must be >= 1"):
+        K.attention_scratch_size(0)
+
+
 # ---------------------------------------------------------------- embeddings and positions
 def test_embedding_gather_scale(rng):
     table = f32(rng, 50, 24)
