@@ -116,13 +116,27 @@ static inline __m256 pt_unscale256(__m256 scaled) {
     return _mm256_mul_ps(scaled, _mm256_set1_ps(PT_ACT_UNSCALE));
 }
 
+/* pt_unscale256 for a t that is only ever added to or subtracted from 1: t < 2^-25 (scaled < 2^39)
+ * gives exactly 1 either way, so it is returned as +0 instead of being computed. The same results
+ * (all 2^32 inputs of SiLU, both GELUs and the 16-lane SiLU checked against the previous code, bit
+ * for bit), but no subnormal t for large |x|: making one costs a microcode assist on Intel cores.
+ * 1 thread, 1M inputs of standard deviation 30: GELU 6.6 -> 4.1 ns per value; standard deviation 5:
+ * GELU-tanh 9.3 -> 7.0 (2.6 on standard normal inputs). What remains there is large negative x,
+ * whose exact results are themselves subnormal. NaN passes through. */
+#define PT_ACT_NEGLIGIBLE 549755813888.0f /* 2^39 */
+static inline __m256 pt_unscale_vs_one256(__m256 scaled) {
+    const __m256 lim = _mm256_set1_ps(PT_ACT_NEGLIGIBLE);
+    __m256 keep = _mm256_cmp_ps(scaled, lim, _CMP_NLT_UQ);          /* scaled >= 2^39, or NaN */
+    return _mm256_and_ps(keep, pt_unscale256(_mm256_max_ps(lim, scaled))); /* max keeps a NaN scaled */
+}
+
 /* x sigmoid(x) = x * (x<0 ? t : 1) / (1 + t), t = e^-|x|: never exp of a large positive number, so
  * no overflow and full relative accuracy for large negative x (where 1 - sigmoid would cancel). */
 static inline __m256 pt_silu256(__m256 x) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     __m256 nax = _mm256_or_ps(x, sign);
     __m256 t_scaled = pt_exp2k256(nax, PT_ACT_SCALE_K);
-    __m256 t = pt_unscale256(t_scaled);
+    __m256 t = pt_unscale_vs_one256(t_scaled);
     __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
     __m256 sig = _mm256_div_ps(_mm256_blendv_ps(one, t_scaled, neg), _mm256_add_ps(one, t));
     __m256 fin = _mm256_blendv_ps(one, _mm256_set1_ps(PT_ACT_UNSCALE), neg);
@@ -157,7 +171,7 @@ static inline __m256 pt_gelu_erf256(__m256 x) {
     __m256 tail_scaled = _mm256_mul_ps(_mm256_mul_ps(t, p), e); /* Phi(-y) 2^64 */
     __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
     const __m256 unscale = _mm256_set1_ps(PT_ACT_UNSCALE);
-    __m256 upper = _mm256_sub_ps(one, _mm256_mul_ps(tail_scaled, unscale)); /* Phi(y) */
+    __m256 upper = _mm256_sub_ps(one, pt_unscale_vs_one256(tail_scaled)); /* Phi(y) */
     __m256 phi = _mm256_blendv_ps(upper, tail_scaled, neg);
     __m256 fin = _mm256_blendv_ps(one, unscale, neg);
     /* x is clamped like y so that x < -15 (down to -inf) times the tiny phi gives 0, never garbage or NaN */
@@ -188,7 +202,7 @@ static inline __m256 pt_gelu_tanh256(__m256 x) {
     __m256 z_lo = _mm256_add_ps(err, _mm256_add_ps(e_lo, d_lo));
     __m256 nz = _mm256_xor_ps(z_hi, sign);
     __m256 t_scaled = pt_exp2k256(nz, PT_ACT_SCALE_K);
-    __m256 t = pt_unscale256(t_scaled);
+    __m256 t = pt_unscale_vs_one256(t_scaled);                               /* only in 1 + t */
     t = _mm256_fnmadd_ps(t, z_lo, t);                                        /* e^-(hi+lo) */
     t_scaled = _mm256_fnmadd_ps(t_scaled, z_lo, t_scaled);
     __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);

@@ -51,7 +51,10 @@ static inline __m512 pt_silu512(__m512 x) {
     const __m512 one = _mm512_set1_ps(1.0f);
     __m512 nax = pt_or_sign512(x);
     __m512 t_scaled = pt_exp2k512(nax, PT_ACT_SCALE_K);
-    __m512 t = _mm512_mul_ps(t_scaled, _mm512_set1_ps(PT_ACT_UNSCALE));
+    /* pt_unscale_vs_one256, 16 lanes */
+    const __m512 lim = _mm512_set1_ps(PT_ACT_NEGLIGIBLE);
+    __mmask16 keep = _mm512_cmp_ps_mask(t_scaled, lim, _CMP_NLT_UQ);
+    __m512 t = _mm512_maskz_mov_ps(keep, _mm512_mul_ps(_mm512_max_ps(lim, t_scaled), _mm512_set1_ps(PT_ACT_UNSCALE)));
     __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
     __m512 sig = _mm512_div_ps(_mm512_mask_blend_ps(neg, one, t_scaled), _mm512_add_ps(one, t));
     __m512 fin = _mm512_mask_blend_ps(neg, one, _mm512_set1_ps(PT_ACT_UNSCALE));

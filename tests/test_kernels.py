@@ -220,6 +220,18 @@ def test_activation_extremes(isa):
     assert np.isnan(ops.activation(np.array([np.nan], np.float32), "gelu")).all()
 
 
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "silu"])
+def test_activation_large_magnitudes(isa, act):
+    """A dense grid over [-120, 120], through the ranges where e^-|x| (or the GELU tail) drops below
+    2^-25 and the kernels stop computing it (1 +- t is then exactly 1) and where the results of
+    negative x become subnormal: close to float64 everywhere, exactly x for large positive x."""
+    x = np.arange(-12000, 12001, dtype=np.float64).astype(np.float32).reshape(1, -1) / np.float32(100)
+    y = ops.activation(x, act)
+    np.testing.assert_allclose(y, ref.act(x.astype(np.float64), act), rtol=ELEMWISE_RTOL, atol=ELEMWISE_ATOL)
+    big = x[0] > 20
+    np.testing.assert_array_equal(y[0, big], x[0, big])
+
+
 def test_activation_position_independent(isa, rng):
     """The same value gives the same bits wherever it sits in a row (masked vector tails)."""
     x = f32(rng, 1, 23, scale=3.0)
