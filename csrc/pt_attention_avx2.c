@@ -3,10 +3,6 @@
 #include "pt_softmax.h"
 #include "pt_simd_avx2.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #if defined(PT_HAVE_AVX2) && defined(__AVX2__) && defined(__FMA__)
 
 /* Determinism: a score q_t.k_s is always one FMA chain over head_dim in 8-lane chunks (the last chunk
@@ -291,7 +287,7 @@ static void attend_one(const attn_job *j, int pair, float *S) {
                 j->causal, j->q_offset, j->scale, S, j->ldS, j->qblock);
 }
 
-/* Task t of nt: the t-th contiguous share of the (batch, head) pairs, with scratch slice t. */
+/* Task t of j->nt: the t-th contiguous share of the (batch, head) pairs, with scratch slice t. */
 static void attend_share(void *ctx, int t) {
     const attn_job *j = (const attn_job *)ctx;
     const int lo = (int)((long long)j->pairs * t / j->nt), hi = (int)((long long)j->pairs * (t + 1) / j->nt);
@@ -316,9 +312,7 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     const double grain = pt_pool_available() ? PT_ATTN_POOL_GRAIN : PT_ATTN_PARALLEL_GRAIN;
     if ((double)j.pairs * (q_len > 1 ? q_len : 1) * kv_len * head_dim < grain) nt = 1;
     j.nt = nt;
-    /* the worker team (pt_pool.h) when it is free (no sleeping thread to wake), else OpenMP */
-    if (nt > 1 && pt_pool_run(attend_share, &j, nt, nt)) return PT_OK;
-    PT_PARALLEL_FOR(nt, pair, j.pairs, attend_one(&j, pair, scratch + (size_t)pt_thread_id() * j.slice););
+    pt_parallel_tasks(nt, nt, attend_share, &j);
     return PT_OK;
 }
 

@@ -62,12 +62,28 @@ static inline int pt_thread_id(void) { return 0; }
         }                                                                     \
     } while (0)
 
-/* pt_parallel_ranges(nt, n, fn, ctx): fn(ctx, lo, hi) over [0, n) cut into consecutive ranges, on
- * the worker team when it takes the loop (no sleeping OpenMP thread to wake, ~15 us per region on
- * the development machine), else on nt OpenMP threads; with nt <= 1 one call fn(ctx, 0, n). Up to
- * PT_RANGES_PER_THREAD ranges per thread, taken as threads finish, so a thread slowed by another
- * process does not hold the loop back. For row loops whose rows are independent: each row's
- * result does not depend on which range or thread computed it. */
+/* pt_parallel_tasks(nt, ntasks, fn, ctx): fn(ctx, t) once for every t in [0, ntasks). On the worker
+ * team when it takes the loop (no sleeping OpenMP thread to wake, ~15 us per region on the
+ * development machine), else on nt OpenMP threads that take tasks as they finish (the team is told
+ * to sleep first); with nt <= 1 or a single task, on the calling thread. A task's result must not
+ * depend on which thread runs it. The one place where the kernels choose between the two. */
+static inline void pt_parallel_tasks(int nt, int ntasks, pt_pool_task_fn fn, void *ctx) {
+    if (nt > 1 && ntasks > 1) {
+        if (pt_pool_run(fn, ctx, ntasks, nt)) return;
+        pt_pool_park();
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+#endif
+        for (int t = 0; t < ntasks; t++) fn(ctx, t);
+        return;
+    }
+    for (int t = 0; t < ntasks; t++) fn(ctx, t);
+}
+
+/* pt_parallel_ranges(nt, n, fn, ctx): fn(ctx, lo, hi) over [0, n) cut into consecutive ranges, up
+ * to PT_RANGES_PER_THREAD per thread (so a thread slowed by another process does not hold the loop
+ * back), run by pt_parallel_tasks; with nt <= 1 one call fn(ctx, 0, n). For row loops whose rows
+ * are independent: each row's result does not depend on which range or thread computed it. */
 typedef void (*pt_range_fn)(void *ctx, int lo, int hi);
 #define PT_RANGES_PER_THREAD 4
 typedef struct {
@@ -81,17 +97,9 @@ static void pt_ranges_task_(void *job, int t) {
 }
 static inline void pt_parallel_ranges(int nt, int n, pt_range_fn fn, void *ctx) {
     if (n <= 0) return;
-    if (nt <= 1 || n == 1) {
-        fn(ctx, 0, n);
-        return;
-    }
-    pt_ranges_job_ j = {fn, ctx, n, n < PT_RANGES_PER_THREAD * nt ? n : PT_RANGES_PER_THREAD * nt};
-    if (pt_pool_run(pt_ranges_task_, &j, j.parts, nt)) return;
-    pt_pool_park();
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-#endif
-    for (int t = 0; t < j.parts; t++) pt_ranges_task_(&j, t);
+    int parts = nt <= 1 ? 1 : (n < PT_RANGES_PER_THREAD * nt ? n : PT_RANGES_PER_THREAD * nt);
+    pt_ranges_job_ j = {fn, ctx, n, parts};
+    pt_parallel_tasks(nt, parts, pt_ranges_task_, &j);
 }
 
 #endif

@@ -17,10 +17,6 @@ static int check_ids(const int32_t *ids, int n, int vocab, int *bad_index) {
 /* Below this many output floats one thread does the whole gather (a decode step's few tokens). */
 #define PT_EMBED_PARALLEL_GRAIN 32768
 
-/* Lines ahead of the current one that the packed gather prefetches: a token's column crosses a 4 KiB
- * page every 64 values, where the hardware prefetcher stops. */
-#define PT_EMBED_PREFETCH_LINES 16
-
 /* One gather's arguments, for the token ranges run by pt_parallel_ranges. */
 typedef struct {
     const int32_t *ids;
@@ -41,8 +37,6 @@ static void embed_rows(void *ctx, int lo, int hi) {
             /* column ids[i] % PT_NR of panel ids[i] / PT_NR: element j at j * PT_NR (pt_packed_get) */
             const float *col = e->table + (size_t)(e->ids[i] / PT_NR) * (size_t)d * PT_NR + e->ids[i] % PT_NR;
             for (int j = 0; j < d; j++) {
-                if (j + PT_EMBED_PREFETCH_LINES < d)
-                    __builtin_prefetch(col + (size_t)(j + PT_EMBED_PREFETCH_LINES) * PT_NR);
                 float v = col[(size_t)j * PT_NR] * e->scale;
                 o[j] = p ? v + p[j] : v;
             }

@@ -15,7 +15,7 @@ int pt_embedding(const int32_t *ids, int n, const float *table, ptrdiff_t ldt, i
 
 /* Same, gathering rows from a table packed by pt_pack_b as B = table^T (k = d, n = vocab):
  * lets a tied output projection and the embedding share one packed copy. A token's row is then a
- * column of its panel, one float per 64-byte line; the lines ahead are prefetched. */
+ * column of its panel, one float per 64-byte line. */
 int pt_embedding_packed(const int32_t *ids, int n, const float *packed, int vocab, int d,
                         float scale, const float *positions, ptrdiff_t ldp, float *out, ptrdiff_t ldo,
                         int *bad_index, int nthreads);

@@ -158,8 +158,8 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
                 for (int r = 0; r < rows; r++) {
                     ptrdiff_t row = i + r;
                     epilogue_avx512(tile + r * PT_GEMM512_TILE_LD, bias,
-                                          residual != NULL ? residual + row * ldr : NULL, c + row * ldc,
-                                          p * PT_NR, np, n, act);
+                                    residual != NULL ? residual + row * ldr : NULL, c + row * ldc,
+                                    p * PT_NR, np, n, act);
                 }
                 p += np;
             }
@@ -170,7 +170,9 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
 int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                           int m, int n, int k, int act, int nthreads) {
-    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, 3, a, lda, bp, bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
+    /* chunks of many rows are whole groups of the main kernel's panels: kernel_panels[PT_GEMM512_MR][0] */
+    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, kernel_panels[PT_GEMM512_MR][0], a, lda, bp,
+                         bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
 }
 
 #else /* built without AVX-512: keep the symbol so the bindings link, and refuse the path */

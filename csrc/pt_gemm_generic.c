@@ -2,11 +2,7 @@
 #include "pt_gemm.h"
 #include "pt_gemm_internal.h"
 #include "pt_activation.h"
-#include "pt_pool.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "pt_common.h"   /* pt_parallel_tasks */
 
 /* Below this many multiply-adds a parallel region costs more than it saves. */
 #define PT_GEMM_GRAIN ((double)(1 << 18))
@@ -50,7 +46,7 @@ int pt_gemm_team_size(int m, int n, int k, int nthreads) {
 #define PT_GEMM_BLOCK_B_BYTES ((size_t)384 << 10)
 
 /* One GEMM's work cut into blocks of rblock rows x pblock panels, numbered row block fastest (so
- * consecutive chunks share their B panels), for pt_pool_run. */
+ * consecutive chunks share their B panels), for pt_parallel_tasks. */
 typedef struct {
     pt_gemm_region_fn region;
     const float *a, *bp, *bias, *residual;
@@ -106,18 +102,10 @@ int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit, int ti
          * same arithmetic whatever the team size and whichever thread takes its chunk. */
         gemm_job j = {region, a, bp, bias, residual, c, lda, ldr, ldc, m, n, k, act, npanels, 0, 0, 0, 0};
         gemm_split(&j, row_unit, panel_unit, tile_panels, team);
-        /* The pool first (no sleeping thread to wake for each of a decode step's many short GEMMs);
-         * OpenMP when the pool declines (another thread has it, not Linux, disabled). */
-        if (pt_pool_run(gemm_chunk, &j, j.chunks, team)) return PT_OK;
-#ifdef _OPENMP
-        pt_pool_park();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
-        for (int ch = 0; ch < j.chunks; ch++) gemm_chunk(&j, ch);
+        /* on the worker team when it is free (no sleeping thread to wake for each of a decode
+         * step's many short GEMMs), else OpenMP */
+        pt_parallel_tasks(team, j.chunks, gemm_chunk, &j);
         return PT_OK;
-#else
-        for (int ch = 0; ch < j.chunks; ch++) gemm_chunk(&j, ch);
-        return PT_OK;
-#endif
     }
     region(a, lda, bp, bias, residual, ldr, c, ldc, 0, m, 0, npanels, n, k, act);
     return PT_OK;

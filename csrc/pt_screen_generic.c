@@ -225,9 +225,7 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
     int result[PT_SCREEN_MAX_ROWS];
     int nt = m < nthreads ? m : nthreads;
     select_job j = {s, exact, x, ldx, g, norm, enorm, banned, max_cand, cand, tokens, result};
-    /* the worker team (pt_pool.h) when it is free (no sleeping thread to wake), else OpenMP */
-    if (!(nt > 1 && pt_pool_run(select_task, &j, m, nt)))
-        PT_PARALLEL_FOR(nt, i, m, select_task(&j, i););
+    pt_parallel_tasks(nt, m, select_task, &j);
     int ret = 1;
     for (int i = 0; i < m; i++) {
         if (result[i] < 0) return result[i];
@@ -307,9 +305,7 @@ int pt_screen_drive(const pt_screen_tiles *tiles, const pt_screen *s, const uint
     screen_job j = {tiles, s, hi, lo, sx, g, m, (s->n + PT_NR - 1) / PT_NR};
     int chunks = (j.npanels + PT_SCREEN_CHUNK_PANELS - 1) / PT_SCREEN_CHUNK_PANELS;
     int nt = chunks < nthreads ? chunks : nthreads;
-    /* the worker team (pt_pool.h) when it is free (no thread to wake), else OpenMP */
-    if (nt > 1 && pt_pool_run(screen_chunk, &j, chunks, nt)) return PT_OK;
-    PT_PARALLEL_FOR(nt, ch, chunks, screen_chunk(&j, ch););
+    pt_parallel_tasks(nt, chunks, screen_chunk, &j);
     return PT_OK;
 }
 

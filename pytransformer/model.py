@@ -5,6 +5,7 @@ Layering: _kernels (checked C calls) -> this module (layers, encoder, decoder st
 sees them as (batch, seq, heads, head_dim) strided views, so no transposes are copied.
 """
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -227,6 +228,12 @@ def _sublayer(pre_norm, norm, x, body):
         return body(norm(x), x)           # body adds f(norm(x)) into x in place
     # f has consumed x (its first GEMM reads it) before the last GEMM writes the sum over it.
     return norm(body(x, x), out=x)
+
+
+# The views of a decoder state's buffers that every decode step uses (Model._step_views): made once
+# per state, unpacked by position in decode_hidden's loop, named here.
+_StepViews = namedtuple("_StepViews", "ctx ctx4 qkv k_new v_new q_self qbuf q_cross hbuf lens layers")
+_LayerViews = namedtuple("_LayerViews", "k_cache v_cache k_all v_all k_cross v_cross")
 
 
 class Model:
@@ -539,12 +546,12 @@ class Model:
         sv = state.step_views
         if sv is None:
             sv = state.step_views = self._step_views(state)
-        ctx, ctx4, qkv, k_new, v_new, q_self, qbuf, q_cross, hbuf, lens = sv[0]
+        ctx, ctx4, qkv, k_new, v_new, q_self, qbuf, q_cross, hbuf, lens, layer_views = sv
         scratch = state.scratch
         pre = self.pre_norm
         # The sub-layers of _sublayer, written out: pre-norm x = x + f(norm(x)), post-norm
         # x = norm(x + f(x)); every f adds its result into x in its last GEMM.
-        for layer, (kc, vc, k_all, v_all, k_cross, v_cross) in zip(self.decoder_layers, sv[1]):
+        for layer, (kc, vc, k_all, v_all, k_cross, v_cross) in zip(self.decoder_layers, layer_views):
             attn = layer.self_attn
             h = layer.self_norm(x, out=hbuf) if pre else x
             attn.qkv(h, out=qkv)
@@ -571,23 +578,21 @@ class Model:
         return self._final_hidden(x)
 
     def _step_views(self, state):
-        """The views of a decoder state's buffers that every decode step uses, made once per state:
-        (shared views, per-layer (self K cache, self V cache, the caches as (B, max_steps, H, hd),
-        cross K, cross V as (B, S, H, hd)))."""
+        """The _StepViews of a decoder state: its buffers reshaped as the step's kernels take them,
+        and per layer the caches, also as (B, max_steps, H, hd), and the cross K/V as (B, S, H, hd)."""
         B, H, hd, a = state.batch, self.heads, self.config.head_dim, self.attention_dim
         qkv, ctx = state.qkv, state.ctx
         qbuf = np.empty((B, a), dtype=np.float32)
-        shared = (ctx, ctx.reshape(B, 1, H, hd), qkv,
-                  qkv[:, a:2 * a].reshape(B, H, hd), qkv[:, 2 * a:].reshape(B, H, hd),
-                  qkv[:, :a].reshape(B, 1, H, hd), qbuf, qbuf.reshape(B, 1, H, hd),
-                  np.empty_like(state.x) if self.pre_norm else None,
-                  np.ascontiguousarray(state.src_lengths, dtype=np.int32))
         layers = []
         for li in range(len(self.decoder_layers)):
             kc, vc, kv = state.self_k[li], state.self_v[li], state.cross[li]
-            layers.append((kc, vc, kc.transpose(0, 2, 1, 3), vc.transpose(0, 2, 1, 3),
-                           kv[0].transpose(0, 2, 1, 3), kv[1].transpose(0, 2, 1, 3)))
-        return shared, layers
+            layers.append(_LayerViews(kc, vc, kc.transpose(0, 2, 1, 3), vc.transpose(0, 2, 1, 3),
+                                      kv[0].transpose(0, 2, 1, 3), kv[1].transpose(0, 2, 1, 3)))
+        return _StepViews(ctx=ctx, ctx4=ctx.reshape(B, 1, H, hd), qkv=qkv,
+                          k_new=qkv[:, a:2 * a].reshape(B, H, hd), v_new=qkv[:, 2 * a:].reshape(B, H, hd),
+                          q_self=qkv[:, :a].reshape(B, 1, H, hd), qbuf=qbuf, q_cross=qbuf.reshape(B, 1, H, hd),
+                          hbuf=np.empty_like(state.x) if self.pre_norm else None,
+                          lens=np.ascontiguousarray(state.src_lengths, dtype=np.int32), layers=layers)
 
     def forced_token(self, step, max_new_tokens):
         """The token the generation rules force at this step (counted from 0), or None."""
