@@ -9,7 +9,9 @@
  * masked), reduced by the fixed tree of pt_transpose_sum8, then * scale, then + bias; whichever
  * kernel (1x8 or 2x4) and whichever key group computes it, the instructions per lane are the same.
  * The softmax of a query row sees exactly its visible keys, and the output element d is one FMA chain
- * over those keys in order. Nothing depends on kv_len, q_len, other batch rows or the thread count. */
+ * over those keys in order. Nothing depends on kv_len, q_len, other batch rows or the thread count.
+ * pt_attention_avx512 runs this file's code with the AVX-512 scores and values kernels of
+ * pt_attention_avx512.c, which keep those per-lane instruction sequences: the same bits. */
 
 #define PT_ATTN_ROW_ALIGN 16 /* must match the rule in pt_attention_scratch_size */
 
@@ -212,13 +214,14 @@ static void attend_pair(const float *qb, ptrdiff_t qseq, const float *kb, ptrdif
                         const float *vb, ptrdiff_t vseq, float *ob, ptrdiff_t oseq,
                         const float *bias_h, const ptrdiff_t *bias_strides, int kv_valid,
                         int q_len, int head_dim, int causal, int q_offset, float scale,
-                        float *S, ptrdiff_t ldS, int qblock) {
+                        float *S, ptrdiff_t ldS, int qblock, pt_attn_scores_fn scores,
+                        pt_attn_values4_fn values4) {
     for (int t0 = 0; t0 < q_len; t0 += qblock) {
         const int nq = q_len - t0 < qblock ? q_len - t0 : qblock;
         /* the last query of a block sees the most keys */
         const int nmax = visible_keys(kv_valid, causal, q_offset, t0 + nq - 1);
         if (nmax > 0)
-            block_scores(qb + t0 * qseq, qseq, nq, kb, kseq, nmax, head_dim, scale, S, ldS);
+            scores(qb + t0 * qseq, qseq, nq, kb, kseq, nmax, head_dim, scale, S, ldS);
         /* probabilities for every query of the block first, then the values in groups of four */
         int first = nq; /* queries before `first` see no key (only with causal and q_offset < 0) */
         for (int i = 0; i < nq; i++) {
@@ -248,7 +251,7 @@ static void attend_pair(const float *qb, ptrdiff_t qseq, const float *kb, ptrdif
                 p4[j] = S + (i + j) * ldS;
                 o4[j] = ob + (t0 + i + j) * oseq;
             }
-            weighted_values_4(p4, common, vb, vseq, head_dim, o4);
+            values4(p4, common, vb, vseq, head_dim, o4);
             for (int j = 1; j < 4; j++) {
                 const int n = visible_keys(kv_valid, causal, q_offset, t0 + i + j);
                 if (n > common) weighted_values_1(p4[j], common, n, vb, vseq, head_dim, o4[j], 1);
@@ -274,6 +277,8 @@ typedef struct {
     float *scratch;
     size_t slice;
     ptrdiff_t ldS;
+    pt_attn_scores_fn scores;
+    pt_attn_values4_fn values4;
 } attn_job;
 
 static void attend_one(const attn_job *j, int pair, float *S) {
@@ -284,7 +289,7 @@ static void attend_one(const attn_job *j, int pair, float *S) {
     attend_pair(j->q + b * j->qs.batch + h * j->qs.head, j->qs.seq, j->k + b * j->ks.batch + h * j->ks.head, j->ks.seq,
                 j->v + b * j->vs.batch + h * j->vs.head, j->vs.seq, j->out + b * j->os.batch + h * j->os.head, j->os.seq,
                 j->bias ? j->bias + h * j->bias_strides[0] : NULL, j->bias_strides, kv_valid, j->q_len, j->head_dim,
-                j->causal, j->q_offset, j->scale, S, j->ldS, j->qblock);
+                j->causal, j->q_offset, j->scale, S, j->ldS, j->qblock, j->scores, j->values4);
 }
 
 /* Task t of j->nt: the t-th contiguous share of the (batch, head) pairs, with scratch slice t. */
@@ -294,17 +299,19 @@ static void attend_share(void *ctx, int t) {
     for (int pair = lo; pair < hi; pair++) attend_one(j, pair, j->scratch + (size_t)t * j->slice);
 }
 
-int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
-                      const float *v, pt_strides vs, float *out, pt_strides os,
-                      const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
-                      int batch, int heads, int q_len, int kv_len, int head_dim,
-                      int causal, int q_offset, float scale, float *scratch, int nthreads) {
+static int attention_run(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                         const float *v, pt_strides vs, float *out, pt_strides os,
+                         const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                         int batch, int heads, int q_len, int kv_len, int head_dim,
+                         int causal, int q_offset, float scale, float *scratch, int nthreads,
+                         pt_attn_scores_fn scores, pt_attn_values4_fn values4) {
     if (!q || !k || !v || !out || !scratch || (bias && !bias_strides) || batch <= 0 || heads <= 0 ||
         q_len <= 0 || kv_len <= 0 || head_dim <= 0)
         return PT_ERR_ARG;
     /* the per-thread slice is defined by pt_attention_scratch_size; rows of scores padded to 16 */
     attn_job j = {q, k, v, out, qs, ks, vs, os, kv_lengths, bias, bias_strides, heads, q_len, kv_len, head_dim,
-                  causal, q_offset, batch * heads, 1, 0, scale, scratch, pt_attention_scratch_size(kv_len, 1), 0};
+                  causal, q_offset, batch * heads, 1, 0, scale, scratch, pt_attention_scratch_size(kv_len, 1), 0,
+                  scores, values4};
     j.ldS = ((ptrdiff_t)kv_len + PT_ATTN_ROW_ALIGN - 1) / PT_ATTN_ROW_ALIGN * PT_ATTN_ROW_ALIGN;
     j.qblock = (int)(j.slice / (size_t)j.ldS);
     int nt = nthreads < 1 ? 1 : nthreads;
@@ -314,6 +321,42 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     j.nt = nt;
     pt_parallel_tasks(nt, nt, attend_share, &j);
     return PT_OK;
+}
+
+int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                      const float *v, pt_strides vs, float *out, pt_strides os,
+                      const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                      int batch, int heads, int q_len, int kv_len, int head_dim,
+                      int causal, int q_offset, float scale, float *scratch, int nthreads) {
+    return attention_run(q, qs, k, ks, v, vs, out, os, kv_lengths, bias, bias_strides, batch, heads, q_len,
+                         kv_len, head_dim, causal, q_offset, scale, scratch, nthreads, block_scores, weighted_values_4);
+}
+
+#ifdef PT_HAVE_AVX512
+/* Scores on AVX-512 for pairs of queries, on AVX2 for an odd count's last one (same bits). */
+static void block_scores_avx512(const float *q0, ptrdiff_t qseq, int nq, const float *kb, ptrdiff_t kseq,
+                                int nkeys, int dh, float scale, float *S, ptrdiff_t ldS) {
+    const int even = nq & ~1;
+    if (even) pt_attn_scores_avx512(q0, qseq, even, kb, kseq, nkeys, dh, scale, S, ldS);
+    if (nq & 1)
+        block_scores(q0 + (ptrdiff_t)even * qseq, qseq, 1, kb, kseq, nkeys, dh, scale, S + (ptrdiff_t)even * ldS, ldS);
+}
+#endif
+
+int pt_attention_avx512(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                        const float *v, pt_strides vs, float *out, pt_strides os,
+                        const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                        int batch, int heads, int q_len, int kv_len, int head_dim,
+                        int causal, int q_offset, float scale, float *scratch, int nthreads) {
+#ifdef PT_HAVE_AVX512
+    return attention_run(q, qs, k, ks, v, vs, out, os, kv_lengths, bias, bias_strides, batch, heads, q_len,
+                         kv_len, head_dim, causal, q_offset, scale, scratch, nthreads, block_scores_avx512, pt_attn_values4_avx512);
+#else
+    (void)q; (void)qs; (void)k; (void)ks; (void)v; (void)vs; (void)out; (void)os; (void)kv_lengths;
+    (void)bias; (void)bias_strides; (void)batch; (void)heads; (void)q_len; (void)kv_len; (void)head_dim;
+    (void)causal; (void)q_offset; (void)scale; (void)scratch; (void)nthreads;
+    return PT_ERR_ISA;
+#endif
 }
 
 #else /* built without AVX2 */
@@ -327,6 +370,15 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     (void)bias; (void)bias_strides; (void)batch; (void)heads; (void)q_len; (void)kv_len; (void)head_dim;
     (void)causal; (void)q_offset; (void)scale; (void)scratch; (void)nthreads;
     return PT_ERR_ISA;
+}
+
+int pt_attention_avx512(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                        const float *v, pt_strides vs, float *out, pt_strides os,
+                        const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
+                        int batch, int heads, int q_len, int kv_len, int head_dim,
+                        int causal, int q_offset, float scale, float *scratch, int nthreads) {
+    return pt_attention_avx2(q, qs, k, ks, v, vs, out, os, kv_lengths, bias, bias_strides, batch, heads, q_len,
+                             kv_len, head_dim, causal, q_offset, scale, scratch, nthreads);
 }
 
 #endif

@@ -136,6 +136,11 @@ cdef extern from "pt_attention.h" nogil:
                           const int32_t *kv_lengths, const float *bias, const Py_ssize_t *bias_strides,
                           int batch, int heads, int q_len, int kv_len, int head_dim,
                           int causal, int q_offset, float scale, float *scratch, int nthreads)
+    int pt_attention_avx512(const float *q, pt_strides qs, const float *k, pt_strides ks,
+                            const float *v, pt_strides vs, float *out, pt_strides os,
+                            const int32_t *kv_lengths, const float *bias, const Py_ssize_t *bias_strides,
+                            int batch, int heads, int q_len, int kv_len, int head_dim,
+                            int causal, int q_offset, float scale, float *scratch, int nthreads)
 
 cdef extern from "pt_embedding.h" nogil:
     int pt_embedding(const int32_t *ids, int n, const float *table, Py_ssize_t ldt, int vocab, int d,

@@ -793,7 +793,10 @@ def attention(object q, object k, object v, object out=None, object kv_lengths=N
     cdef int status
     cdef int c_causal = causal
     with nogil:
-        if _isa_avx2:
+        if _isa == ISA_AVX512:
+            status = pt_attention_avx512(pq, qs, pk, ks, pv, vs, po, os_, pl, pbias, pbs,
+                                         batch, heads, q_len, kv_len, hd, c_causal, q_offset, fscale, psc, nt)
+        elif _isa_avx2:
             status = pt_attention_avx2(pq, qs, pk, ks, pv, vs, po, os_, pl, pbias, pbs,
                                        batch, heads, q_len, kv_len, hd, c_causal, q_offset, fscale, psc, nt)
         else:

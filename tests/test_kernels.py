@@ -377,6 +377,43 @@ def test_attention_threads_bitwise(isa, rng):
     np.testing.assert_array_equal(a1, a2)
 
 
+def test_avx512_attention_bitwise_equals_avx2(rng):
+    """The AVX-512 attention computes each score with the AVX2 kernels' 8-lane FMA chains and
+    reduction tree, two queries per zmm, and each output element with their FMA chain over the keys:
+    the same bits as the AVX2 path for every head size (masked tails), query count (groups of four,
+    a pair, an odd query), key count, causal offset, bias, key lengths and thread count."""
+    if not K.avx512_available():
+        pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
+    before = K.get_isa()
+    try:
+        cases = [(1, 1, 1, 1, 1), (2, 1, 17, 8, 64), (3, 7, 33, 3, 32), (2, 33, 33, 2, 16), (1, 5, 511, 2, 15),
+                 (2, 9, 40, 2, 65), (1, 6, 19, 1, 130), (2, 3, 8, 2, 7), (1, 4, 12, 2, 80), (2, 32, 32, 8, 64),
+                 (1, 2, 100, 2, 128), (1, 13, 27, 1, 47)]
+        for B, T, S, H, D in cases:
+            q, k, v = f32(rng, B, T, H, D), f32(rng, B, S, H, D), f32(rng, B, S, H, D)
+            bias = f32(rng, H, T, S)
+            lens = rng.integers(0, S + 1, size=B).astype(np.int32)
+            for causal, q_offset, b, L in [(False, 0, None, None), (False, 0, None, lens), (True, S - T, bias, lens),
+                                           (True, 0, None, None), (False, 0, bias, None)]:
+                if causal and q_offset < 0:
+                    continue
+                K.set_isa("avx2")
+                want = with_threads(1, K.attention, q, k, v, None, L, b, causal, q_offset)
+                K.set_isa("avx512")
+                for nt in (1, 2):
+                    got = with_threads(nt, K.attention, q, k, v, None, L, b, causal, q_offset)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{(B, T, S, H, D)} causal={causal}")
+        # keys and values read through the (B, H, Tmax, D) cache layout (decode steps)
+        kc, vc, q = f32(rng, 2, 4, 50, 64), f32(rng, 2, 4, 50, 64), f32(rng, 2, 5, 4, 64)
+        k, v = kc[:, :, :37].transpose(0, 2, 1, 3), vc[:, :, :37].transpose(0, 2, 1, 3)
+        K.set_isa("avx2"); want = K.attention(q, k, v, causal=True, q_offset=32)
+        K.set_isa("avx512"); got = K.attention(q, k, v, causal=True, q_offset=32)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, ref.attention(q, k, v, causal=True, q_offset=32), atol=ATTENTION_ATOL)
+    finally:
+        K.set_isa(before)
+
+
 def test_attention_3d_with_num_heads(isa, rng):
     q, k, v = f32(rng, 2, 3, 12), f32(rng, 2, 5, 12), f32(rng, 2, 5, 12)
     got = ops.attention(q, k, v, num_heads=3)
