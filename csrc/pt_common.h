@@ -80,6 +80,15 @@ static inline void pt_parallel_tasks(int nt, int ntasks, pt_pool_task_fn fn, voi
     for (int t = 0; t < ntasks; t++) fn(ctx, t);
 }
 
+/* pt_team_tasks(nt, ntasks, fn, ctx): fn(ctx, t) for every t in [0, ntasks) on the worker team when
+ * it takes the loop, else all on the calling thread: never OpenMP. For work done while a model
+ * loads (packing weights): a pre-forking server loads, then forks, and a forked child cannot use
+ * an OpenMP pool its parent started (it would have to run serial), while the team is fork-safe. */
+static inline void pt_team_tasks(int nt, int ntasks, pt_pool_task_fn fn, void *ctx) {
+    if (nt > 1 && ntasks > 1 && pt_pool_run(fn, ctx, ntasks, nt)) return;
+    for (int t = 0; t < ntasks; t++) fn(ctx, t);
+}
+
 /* pt_parallel_ranges(nt, n, fn, ctx): fn(ctx, lo, hi) over [0, n) cut into consecutive ranges, up
  * to PT_RANGES_PER_THREAD per thread (so a thread slowed by another process does not hold the loop
  * back), run by pt_parallel_tasks; with nt <= 1 one call fn(ctx, 0, n). For row loops whose rows

@@ -18,6 +18,9 @@ size_t pt_packed_b_size(int k, int n);
  * A Linear weight W stored (n_out, k_in) row-major is B = W^T: rs = 1, cs = k_in.
  * packed: pt_packed_b_size(k, n) floats. Returns PT_OK or PT_ERR_ARG. */
 int pt_pack_b(const float *b, ptrdiff_t rs, ptrdiff_t cs, int k, int n, float *packed);
+/* pt_pack_b on up to nthreads threads of the worker team when it is free (never OpenMP, so that a
+ * process forked after loading keeps its threads), else on the calling thread; the same result. */
+int pt_pack_b_mt(const float *b, ptrdiff_t rs, ptrdiff_t cs, int k, int n, float *packed, int nthreads);
 
 /* Read back element (kk, j) of a packed matrix (used to gather embedding rows from a packed tied table). */
 static inline float pt_packed_get(const float *packed, int k, int kk, int j) {

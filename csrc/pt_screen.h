@@ -43,12 +43,14 @@ size_t pt_screen_q_size(int k, int n);
  * and upper bounds (within a factor 1 + ~k 2^-24 of the exact values) of
  *     sq_w[j] = sum_k w^2,   sq_d[j] = sum_k (w - s_j q)^2.
  * Non-finite weights (and weights whose square overflows float32) make the sums non-finite: the
- * caller then does not screen. Returns PT_OK or PT_ERR_ARG. */
+ * caller then does not screen. Panels are independent: up to nthreads threads of the worker team
+ * share them when it is free (never OpenMP: see pt_team_tasks), with the same results.
+ * Returns PT_OK or PT_ERR_ARG. */
 int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                       double *sq_w, double *sq_d);
+                       double *sq_w, double *sq_d, int nthreads);
 /* The same, compiled for AVX2 (same bits; PT_ERR_ISA when not compiled in). */
 int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                    double *sq_w, double *sq_d);
+                    double *sq_w, double *sq_d, int nthreads);
 
 /* What a screened argmax needs besides the row: the 8-bit copy q with its per-column scale and
  * qsum, the float32 packed matrix bp of the same (k, n) projection and its bias (or NULL); per

@@ -27,13 +27,12 @@ static inline __m256i quantize8(const float *row, __m256 s, __m256 inv, __m256i 
     return iq;
 }
 
-int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                    double *sq_w, double *sq_d) {
-    if (!pt_screen_pack_args_ok(packed, k, n, q, scale, qsum, sq_w, sq_d)) return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR, groups = pt_screen_groups(k);
+static void pack_i8_range_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                               double *sq_w, double *sq_d, int p0, int p1) {
+    int groups = pt_screen_groups(k);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     const __m256i byte = _mm256_set1_epi32(0xFF);
-    for (int p = 0; p < npanels; p++) {
+    for (int p = p0; p < p1; p++) {
         const float *src = packed + (size_t)p * k * PT_NR;
         int8_t *dst = q + (size_t)p * groups * PT_SCREEN_GROUP_BYTES;
         __m256 amax0 = _mm256_setzero_ps(), amax1 = _mm256_setzero_ps();
@@ -72,7 +71,11 @@ int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale,
         _mm256_storeu_ps(d2 + 8, d21);
         pt_screen_panel_finish(p, k, n, s, sum, w2, d2, scale, qsum, sq_w, sq_d);
     }
-    return PT_OK;
+}
+
+int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                    double *sq_w, double *sq_d, int nthreads) {
+    return pt_pack_i8_drive(pack_i8_range_avx2, packed, k, n, q, scale, qsum, sq_w, sq_d, nthreads);
 }
 
 /* Groups ahead that each panel stream is prefetched (a group is one 64-byte line). */
@@ -133,8 +136,8 @@ int pt_screen_logits_avx2(const pt_screen *s, const uint32_t *hi, const uint32_t
 #else
 
 int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                    double *sq_w, double *sq_d) {
-    (void)packed; (void)k; (void)n; (void)q; (void)scale; (void)qsum; (void)sq_w; (void)sq_d;
+                    double *sq_w, double *sq_d, int nthreads) {
+    (void)packed; (void)k; (void)n; (void)q; (void)scale; (void)qsum; (void)sq_w; (void)sq_d; (void)nthreads;
     return PT_ERR_ISA;
 }
 

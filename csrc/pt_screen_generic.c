@@ -17,11 +17,43 @@ size_t pt_screen_q_size(int k, int n) {
     return (size_t)((n + PT_NR - 1) / PT_NR) * (size_t)pt_screen_groups(k) * PT_SCREEN_GROUP_BYTES;
 }
 
-int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                       double *sq_w, double *sq_d) {
-    if (!pt_screen_pack_args_ok(packed, k, n, q, scale, qsum, sq_w, sq_d)) return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR, groups = pt_screen_groups(k);
-    for (int p = 0; p < npanels; p++) {
+typedef struct {
+    pt_pack_i8_range_fn range;
+    const float *packed;
+    int k, n, npanels, ntasks;
+    int8_t *q;
+    double *scale, *sq_w, *sq_d;
+    int32_t *qsum;
+} pack_i8_job;
+
+static void pack_i8_task(void *ctx, int t) {
+    const pack_i8_job *j = (const pack_i8_job *)ctx;
+    j->range(j->packed, j->k, j->n, j->q, j->scale, j->qsum, j->sq_w, j->sq_d,
+             (int)((long long)j->npanels * t / j->ntasks), (int)((long long)j->npanels * (t + 1) / j->ntasks));
+}
+
+/* Below this many weights one thread does it (a parallel region costs more). */
+#define PT_PACK_I8_PARALLEL_FLOATS ((size_t)1 << 18)
+
+int pt_pack_i8_drive(pt_pack_i8_range_fn range, const float *packed, int k, int n, int8_t *q, double *scale,
+                     int32_t *qsum, double *sq_w, double *sq_d, int nthreads) {
+    if (!pt_screen_pack_args_ok(packed, k, n, q, scale, qsum, sq_w, sq_d) || nthreads < 1) return PT_ERR_ARG;
+    int npanels = (n + PT_NR - 1) / PT_NR;
+    int nt = (size_t)k * (size_t)n < PT_PACK_I8_PARALLEL_FLOATS ? 1 : nthreads;
+    if (nt > npanels) nt = npanels;
+    if (nt <= 1) {
+        range(packed, k, n, q, scale, qsum, sq_w, sq_d, 0, npanels);
+        return PT_OK;
+    }
+    pack_i8_job j = {range, packed, k, n, npanels, npanels < 8 * nt ? npanels : 8 * nt, q, scale, sq_w, sq_d, qsum};
+    pt_team_tasks(nt, j.ntasks, pack_i8_task, &j);
+    return PT_OK;
+}
+
+static void pack_i8_range_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                                  double *sq_w, double *sq_d, int p0, int p1) {
+    int groups = pt_screen_groups(k);
+    for (int p = p0; p < p1; p++) {
         const float *src = packed + (size_t)p * k * PT_NR;
         int8_t *dst = q + (size_t)p * groups * PT_SCREEN_GROUP_BYTES;
         float amax[PT_NR] = {0}, s[PT_NR], inv[PT_NR], w2[PT_NR] = {0}, d2[PT_NR] = {0};
@@ -51,7 +83,11 @@ int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *sca
         }
         pt_screen_panel_finish(p, k, n, s, sum, w2, d2, scale, qsum, sq_w, sq_d);
     }
-    return PT_OK;
+}
+
+int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                       double *sq_w, double *sq_d, int nthreads) {
+    return pt_pack_i8_drive(pack_i8_range_generic, packed, k, n, q, scale, qsum, sq_w, sq_d, nthreads);
 }
 
 int pt_screen_quantize(const float *x, ptrdiff_t ldx, int m, int k, uint32_t *hi, uint32_t *lo,

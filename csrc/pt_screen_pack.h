@@ -57,4 +57,12 @@ static inline void pt_screen_panel_finish(int p, int k, int n, const float *s, c
     }
 }
 
+/* One path's per-panel work on panels p0 .. p1-1 (all outputs of a panel are its own). */
+typedef void (*pt_pack_i8_range_fn)(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
+                                    double *sq_w, double *sq_d, int p0, int p1);
+
+/* Checks the arguments, then runs range over all panels on up to nthreads threads (pt_screen_generic.c). */
+int pt_pack_i8_drive(pt_pack_i8_range_fn range, const float *packed, int k, int n, int8_t *q, double *scale,
+                     int32_t *qsum, double *sq_w, double *sq_d, int nthreads);
+
 #endif

@@ -42,6 +42,7 @@ cdef extern from "pt_pool.h" nogil:
 cdef extern from "pt_gemm.h" nogil:
     size_t pt_packed_b_size(int k, int n)
     int pt_pack_b(const float *b, Py_ssize_t rs, Py_ssize_t cs, int k, int n, float *packed)
+    int pt_pack_b_mt(const float *b, Py_ssize_t rs, Py_ssize_t cs, int k, int n, float *packed, int nthreads)
     int pt_gemm_packed_generic(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
                                const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
                                int m, int n, int k, int act, int nthreads)
@@ -62,9 +63,9 @@ cdef extern from "pt_screen.h" nogil:
     int pt_screen_groups(int k)
     size_t pt_screen_q_size(int k, int n)
     int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                           double *sq_w, double *sq_d)
+                           double *sq_w, double *sq_d, int nthreads)
     int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,
-                        double *sq_w, double *sq_d)
+                        double *sq_w, double *sq_d, int nthreads)
     ctypedef struct pt_screen:
         const int8_t *q
         const double *scale

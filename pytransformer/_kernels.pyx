@@ -331,8 +331,9 @@ def pack(object b, bint transpose=False):
     cdef const float *src = _cptr(arr)
     cdef float *dst = _ptr(data)
     cdef int status
+    cdef int nt = _nthreads
     with nogil:
-        status = pt_pack_b(src, rs, cs, k, n, dst)
+        status = pt_pack_b_mt(src, rs, cs, k, n, dst, nt)
     _status(status, "pack")
     cdef PackedMatrix pm = PackedMatrix.__new__(PackedMatrix)
     pm.k = k
@@ -447,11 +448,12 @@ def pack_i8(PackedMatrix b):
     cdef double *pw = <double *>cnp.PyArray_DATA(sq_w)
     cdef double *pd = <double *>cnp.PyArray_DATA(sq_d)
     cdef int use_avx2 = _isa_avx2
+    cdef int nt = _nthreads
     with nogil:
         if use_avx2:
-            status = pt_pack_i8_avx2(ps, k, n, pq, pscale, psum, pw, pd)
+            status = pt_pack_i8_avx2(ps, k, n, pq, pscale, psum, pw, pd, nt)
         else:
-            status = pt_pack_i8_generic(ps, k, n, pq, pscale, psum, pw, pd)
+            status = pt_pack_i8_generic(ps, k, n, pq, pscale, psum, pw, pd, nt)
     _status(status, "pack_i8")
     return q, scale, qsum, sq_w, sq_d
 

@@ -25,6 +25,15 @@ CHILD_SCRIPT = textwrap.dedent("""
         pytransformer.ops.matmul(a, a)
     else:
         want = None
+    if sys.argv[2] == "after_threaded_packing":
+        # what loading a large model does on 2 threads: pack weights and the screen's 8-bit copy
+        from pytransformer import _kernels as K
+        pytransformer.set_num_threads(2)
+        loops = K.thread_pool_stats()["loops"]
+        packed = K.pack(np.ones((1024, 1024), np.float32), transpose=True)
+        K.pack_i8(packed)
+        print(json.dumps({"pack_loops": K.thread_pool_stats()["loops"] - loops,
+                          "pool": K.thread_pool_stats()["available"]}), flush=True)
     pid = os.fork()
     if pid == 0:
         with warnings.catch_warnings(record=True) as caught:
@@ -59,7 +68,7 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("when", ["after_inference", "before_inference"])
+@pytest.mark.parametrize("when", ["after_inference", "before_inference", "after_threaded_packing"])
 def test_forked_child_works_and_does_not_hang(model_dir, when, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD_SCRIPT)
@@ -77,8 +86,14 @@ def test_forked_child_works_and_does_not_hang(model_dir, when, tmp_path):
             # the parent's OpenMP pool does not survive fork: the child must have gone serial, and said so
             assert child["safe"] and child["threads"] == 1 and child["warned"]
     else:
-        # nothing multi-threaded ran before the fork: the child keeps its threads
+        # nothing ran on OpenMP before the fork (packing runs on the fork-safe worker team, or on
+        # one thread): the child keeps its threads
         assert not child["safe"] and not child["warned"]
+    if when == "after_threaded_packing":
+        packing = next(x for x in lines if "pack_loops" in x)
+        if packing["pool"]:
+            assert packing["pack_loops"] == 2      # both packings ran on the team
+        assert child["threads"] == 2
 
 
 def test_generate_over_memory_limit_fails_up_front(model_dir):

@@ -165,9 +165,9 @@ def test_packed_matrix_roundtrip(rng):
 @pytest.mark.parametrize("shape", [(1, 1), (17, 3), (33, 40), (600, 700), (1030, 515)])
 def test_pack_layout_and_threads(rng, shape):
     """Every panel holds 16 columns of B k-major, zero past the last column, for B given directly,
-    transposed (a Linear weight) or as a strided view, whatever the thread setting. (Packing stays
-    single-threaded on purpose: loading a model must not start the OpenMP pool, or processes
-    forked after loading, as preforking servers do, would run serial.)"""
+    transposed (a Linear weight) or as a strided view, whatever the thread setting. Large matrices
+    are packed on the worker team (never on OpenMP: processes forked after loading, as preforking
+    servers do, would otherwise have to run serial; test_fork_and_limits checks that)."""
     k, n = shape
     b = f32(rng, k, n)
     npan = (n + 15) // 16
@@ -179,9 +179,12 @@ def test_pack_layout_and_threads(rng, shape):
     for source, transpose in ((b, False), (np.ascontiguousarray(b.T), True), (b.T, True),
                               (np.asfortranarray(b), False)):
         for nt in (1, 2):
+            loops = K.thread_pool_stats()["loops"]
             got = with_threads(nt, K.pack, source, transpose)
             assert got.shape == (k, n)
             np.testing.assert_array_equal(got.data.reshape(npan, k, 16), want)
+            if nt == 2 and k * n >= 1 << 18 and K.thread_pool_stats()["available"]:
+                assert K.thread_pool_stats()["loops"] == loops + 1
     strided = wide[:, ::2]
     want_s = np.zeros((npan, k, 16), np.float32)
     for p in range(npan):

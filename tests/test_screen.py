@@ -111,6 +111,22 @@ def test_pack_i8_same_bits_on_every_path(rng):
             np.testing.assert_array_equal(a, b)
 
 
+def test_pack_i8_threads_give_the_same_bits(isa, rng):
+    """Large projections are quantized panel by panel on the worker team: the same bits as on one
+    thread, including the last, partial panel."""
+    w = (rng.standard_normal((1003, 300)) * 0.05).astype(np.float32)   # 63 panels, the last of 11 columns
+    w[17, 3] = 0.0
+    w[500] *= np.float32(1e-30)
+    lin = Linear(w)
+    one = with_threads(1, K.pack_i8, lin.packed)
+    loops = K.thread_pool_stats()["loops"]
+    two = with_threads(2, K.pack_i8, lin.packed)
+    if K.thread_pool_stats()["available"]:
+        assert K.thread_pool_stats()["loops"] == loops + 1
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_pack_i8_non_finite_values_give_non_finite_sums(isa):
     w = np.ones((20, 8), dtype=np.float32)
     w[3, 2] = np.inf
