@@ -121,7 +121,7 @@ def test_pack_i8_threads_give_the_same_bits(isa, rng):
     one = with_threads(1, K.pack_i8, lin.packed)
     loops = K.thread_pool_stats()["loops"]
     two = with_threads(2, K.pack_i8, lin.packed)
-    if K.thread_pool_stats()["available"]:
+    if with_threads(2, K.get_num_threads) == 2 and K.thread_pool_stats()["available"]:   # not in a serial build
         assert K.thread_pool_stats()["loops"] == loops + 1
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
