@@ -73,6 +73,9 @@ def run_probe(name, hf_dir, threads):
 
 # ---------------------------------------------------------------------------- timing, one process
 
+SHORT_REPS_FACTOR = 3
+
+
 def time_engines(engs, threads, reps):
     """Check tokens, then time every workload with the engines alternated. Returns a dict of results."""
     from common import alternate_timed
@@ -98,8 +101,12 @@ def time_engines(engs, threads, reps):
         ok = {n: e for n, e in engs.items() if B in timed.get(n, ())}
         for work, kind, n_new in (("encoder", "encoder", 0), ("first_token", "greedy", 1),
                                   ("greedy", "greedy", NEW_TOKENS)):
+            # the short workloads (a fraction of a second each) get three times the samples: the
+            # machine's slow and fast phases last seconds to minutes, and more alternations give
+            # each engine a fairer share of both
             t = alternate_timed({n: (lambda inner, e=e: e.timed(kind, src, n_new, inner)) for n, e in ok.items()},
-                                reps, min_time=0.2 if work != "greedy" else 0.0)
+                                reps if work == "greedy" else SHORT_REPS_FACTOR * reps,
+                                min_time=0.2 if work != "greedy" else 0.0)
             for n, sec in t.items():
                 res["time"][f"{n} {work} b{B}"] = sec
             print(f"  {threads} thread(s) {work:<11} batch {B:>2}: " +
@@ -262,7 +269,7 @@ def main(argv=None):
              + " (a vCPU taken away stalls every parallel region on it).",
              f"Model: seeded random MarianMT, d_model 512, 8 heads, 6+6 layers, FFN 2048, vocab 58101 "
              f"(engines.build_marian). Source length {SRC_LEN}; greedy = exactly {NEW_TOKENS} new tokens, "
-             f"EOS suppressed; median of {args.reps}, engines alternated, each in its own process. ms/step = "
+             f"EOS suppressed; median of {args.reps} (greedy) or {SHORT_REPS_FACTOR * args.reps} (encoder, first token), engines alternated, each in its own process. ms/step = "
              f"(greedy - first token) / {NEW_TOKENS - 1}. CTranslate2 has no encoder-only call: its encoder "
              f"time is (encoder + 1 step) - ms/step.",
              "Greedy tokens identical to transformers: " + ", ".join(
