@@ -302,10 +302,8 @@ cdef class PackedMatrix:
         return f"PackedMatrix(k={self.k}, n={self.n})"
 
 
-def pack(object b, bint transpose=False):
-    """Pack B = b (shape (k, n)) or, with transpose=True, B = b.T for b of shape (n, k) (a Linear weight).
-
-    Any strides are accepted (including non-contiguous views); the packed copy is owned by the result."""
+cdef tuple _pack_source(object b, bint transpose):
+    """Checks a matrix to pack; returns (array with element strides, k, n, row stride, column stride)."""
     if not isinstance(b, np.ndarray):
         raise TypeError(f"matrix to pack must be a numpy.ndarray, got {type(b).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>b
@@ -319,27 +317,68 @@ def pack(object b, bint transpose=False):
         raise ValueError(f"matrix to pack is too large: shape {_shape(arr)}")
     if arr.strides[0] % 4 or arr.strides[1] % 4 or not arr.flags.aligned:
         arr = np.ascontiguousarray(arr)
-    cdef Py_ssize_t rs, cs
-    cdef int k, n
     if transpose:
-        n = arr.shape[0]; k = arr.shape[1]
-        rs = arr.strides[1] // 4; cs = arr.strides[0] // 4
-    else:
-        k = arr.shape[0]; n = arr.shape[1]
-        rs = arr.strides[0] // 4; cs = arr.strides[1] // 4
-    cdef cnp.ndarray data = np.empty(pt_packed_b_size(k, n), dtype=np.float32)
-    cdef const float *src = _cptr(arr)
-    cdef float *dst = _ptr(data)
-    cdef int status
-    cdef int nt = _nthreads
-    with nogil:
-        status = pt_pack_b_mt(src, rs, cs, k, n, dst, nt)
-    _status(status, "pack")
+        return arr, arr.shape[1], arr.shape[0], arr.strides[1] // 4, arr.strides[0] // 4
+    return arr, arr.shape[0], arr.shape[1], arr.strides[0] // 4, arr.strides[1] // 4
+
+
+cdef PackedMatrix _packed(int k, int n, cnp.ndarray data):
     cdef PackedMatrix pm = PackedMatrix.__new__(PackedMatrix)
     pm.k = k
     pm.n = n
     pm.data = data
     return pm
+
+
+def pack(object b, bint transpose=False):
+    """Pack B = b (shape (k, n)) or, with transpose=True, B = b.T for b of shape (n, k) (a Linear weight).
+
+    Any strides are accepted (including non-contiguous views); the packed copy is owned by the result."""
+    arr, k, n, rs, cs = _pack_source(b, transpose)
+    cdef cnp.ndarray data = np.empty(pt_packed_b_size(k, n), dtype=np.float32)
+    cdef const float *src = _cptr(arr)
+    cdef float *dst = _ptr(data)
+    cdef Py_ssize_t c_rs = rs, c_cs = cs
+    cdef int c_k = k, c_n = n, status
+    cdef int nt = _nthreads
+    with nogil:
+        status = pt_pack_b_mt(src, c_rs, c_cs, c_k, c_n, dst, nt)
+    _status(status, "pack")
+    return _packed(k, n, data)
+
+
+def pack_stacked(object weights):
+    """pack(np.concatenate(weights), transpose=True) for Linear weights of shapes (n_i, k), without
+    building the concatenation (fused q/k/v projections): each weight fills its own panels, so every
+    n_i but the last must be a multiple of 16, the panel width."""
+    if not isinstance(weights, (list, tuple)) or len(weights) == 0:
+        raise ValueError("weights must be a non-empty list of (n_i, k) matrices")
+    parts = [_pack_source(w, True) for w in weights]
+    cdef int k = parts[0][1]
+    cdef long long total = 0
+    for i, (arr, kk, n, rs, cs) in enumerate(parts):
+        if kk != k:
+            raise ValueError(f"weights to stack must have the same input size: {k} and {kk} (weight {i})")
+        if i + 1 < len(parts) and n % PT_NR:
+            raise ValueError(f"weight {i} of the stack has {n} outputs, not a multiple of {PT_NR}")
+        total += n
+    if total > INT_MAX:
+        raise ValueError(f"stacked matrix is too large: {total} outputs")
+    cdef cnp.ndarray data = np.empty(pt_packed_b_size(k, <int>total), dtype=np.float32)
+    cdef float *dst = _ptr(data)
+    cdef const float *src
+    cdef Py_ssize_t c_rs, c_cs
+    cdef int c_n, status
+    cdef int nt = _nthreads
+    cdef size_t offset = 0
+    for arr, kk, n, rs, cs in parts:
+        src = _cptr(arr)
+        c_rs = rs; c_cs = cs; c_n = n
+        with nogil:
+            status = pt_pack_b_mt(src, c_rs, c_cs, k, c_n, dst + offset, nt)
+        _status(status, "pack")
+        offset += pt_packed_b_size(k, c_n)
+    return _packed(k, <int>total, data)
 
 
 cdef pt_gemm_packed_fn _gemm_fn() noexcept nogil:

@@ -38,12 +38,20 @@ class Linear:
 
     @classmethod
     def fused(cls, weights, biases):
-        """One GEMM for several projections of the same input (q/k/v): weights stacked on the output axis."""
-        w = np.concatenate([np.asarray(x, dtype=np.float32) for x in weights], axis=0)
+        """One GEMM for several projections of the same input (q/k/v): weights stacked on the output axis.
+        Packed part by part when every part but the last fills whole panels (no concatenated copy)."""
+        ws = [np.asarray(x, dtype=np.float32) for x in weights]
+        b = None if biases[0] is None else np.concatenate(biases).astype(np.float32)
+        self = cls.__new__(cls)
+        if all(w.ndim == 2 and w.shape[0] % K.PANEL_WIDTH == 0 for w in ws[:-1]):
+            self.packed = K.pack_stacked(ws)
+        else:
+            self.packed = K.pack(np.concatenate(ws, axis=0), transpose=True)
         for x in weights:
             release_pages(x)
-        b = None if biases[0] is None else np.concatenate(biases).astype(np.float32)
-        return cls(w, b)
+        self.bias = None if b is None else _own(b)
+        self.out_features = self.packed.n
+        return self
 
     def __call__(self, x, act=0, residual=None, out=None):
         return K.gemm(x, self.packed, self.bias, residual, act, out)

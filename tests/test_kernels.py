@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import pytransformer
+from pytransformer.model import Linear
 from pytransformer import _kernels as K
 from pytransformer import ops
 
@@ -151,6 +152,38 @@ def test_avx512_silu_epilogue_bitwise_equals_avx2(rng):
     finite = np.isfinite(values) & (np.abs(values) < 80)
     x = values[finite].astype(np.float64)
     np.testing.assert_allclose(c5[0, finite], x / (1 + np.exp(-x)), rtol=2e-6, atol=1e-37)
+
+
+def test_pack_stacked_equals_packing_the_concatenation(rng):
+    """Fused q/k/v weights are packed part by part into one matrix: the same bytes as packing their
+    concatenation, for contiguous and strided parts, a last part of any size, at 1 and 2 threads."""
+    k = 70
+    big = f32(rng, 96, 2 * k)
+    cases = [[f32(rng, 32, k), f32(rng, 48, k), f32(rng, 16, k)],
+             [f32(rng, 16, k), f32(rng, 21, k)],                      # last part not a whole panel
+             [big[:, ::2], f32(rng, 5, k)],                           # strided part
+             [f32(rng, 1024, k), f32(rng, 512, k), f32(rng, 2048, k)]]  # above the threaded size
+    for parts in cases:
+        want = K.pack(np.concatenate(parts), transpose=True)
+        for nt in (1, 2):
+            got = with_threads(nt, K.pack_stacked, parts)
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got.data, want.data)
+    # what the model layer does with parts that do not fill whole panels: the concatenation
+    parts = [f32(rng, 20, k), f32(rng, 20, k), f32(rng, 20, k)]
+    lin = Linear.fused(parts, [None] * 3)
+    np.testing.assert_array_equal(lin.packed.data, K.pack(np.concatenate(parts), transpose=True).data)
+    lin = Linear.fused(cases[0], [f32(rng, 32), f32(rng, 48), f32(rng, 16)])
+    x = f32(rng, 3, k)
+    np.testing.assert_allclose(lin(x), x @ np.concatenate(cases[0]).T + lin.bias, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="weight 0 of the stack has 20 outputs, not a multiple of 16"):
+        K.pack_stacked(parts)
+    with pytest.raises(ValueError, match="same input size: 70 and 69"):
+        K.pack_stacked([f32(rng, 16, k), f32(rng, 16, k - 1)])
+    with pytest.raises(ValueError, match="non-empty list"):
+        K.pack_stacked([])
+    with pytest.raises(TypeError, match="dtype float32"):
+        K.pack_stacked([np.zeros((16, k))])
 
 
 def test_packed_matrix_roundtrip(rng):
