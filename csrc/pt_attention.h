@@ -60,6 +60,11 @@ int pt_attention_avx512(const float *q, pt_strides qs, const float *k, pt_stride
 /* Internal, between pt_attention_avx2.c and pt_attention_avx512.c. Scores: S[i, s] = scale *
  * q_(i).k_s for i < nq (the AVX-512 one takes an even nq), s < nkeys rounded up to 8. Values:
  * out_j[d] = sum_{s<n} p_j[s] v_s[d] for four queries j, one FMA chain per element. */
+/* The 8 keys s0 .. s0+7 a score kernel reads; past nkeys the last key again (in bounds, its score
+ * lands in a padding column that is never read). */
+static inline void pt_attn_key_rows(const float *kb, ptrdiff_t kseq, int s0, int nkeys, const float *kr[8]) {
+    for (int j = 0; j < 8; j++) kr[j] = kb + (ptrdiff_t)(s0 + j < nkeys ? s0 + j : nkeys - 1) * kseq;
+}
 typedef void (*pt_attn_scores_fn)(const float *q0, ptrdiff_t qseq, int nq, const float *kb, ptrdiff_t kseq,
                                   int nkeys, int dh, float scale, float *S, ptrdiff_t ldS);
 typedef void (*pt_attn_values4_fn)(const float *const p[4], int n, const float *vb, ptrdiff_t vseq, int dh,

@@ -88,8 +88,7 @@ static void block_scores(const float *q0, ptrdiff_t qseq, int nq, const float *k
     const __m256 vscale = _mm256_set1_ps(scale);
     for (int s0 = 0; s0 < nkeys; s0 += 8) {
         const float *kr[8];
-        for (int j = 0; j < 8; j++) /* past the end: reuse the last key (stays in bounds, result unused) */
-            kr[j] = kb + (ptrdiff_t)(s0 + j < nkeys ? s0 + j : nkeys - 1) * kseq;
+        pt_attn_key_rows(kb, kseq, s0, nkeys, kr);
         int i = 0;
         if (nq >= 2) {
             for (; i + 2 <= nq; i += 2) {
@@ -343,22 +342,6 @@ static void block_scores_avx512(const float *q0, ptrdiff_t qseq, int nq, const f
 }
 #endif
 
-int pt_attention_avx512(const float *q, pt_strides qs, const float *k, pt_strides ks,
-                        const float *v, pt_strides vs, float *out, pt_strides os,
-                        const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
-                        int batch, int heads, int q_len, int kv_len, int head_dim,
-                        int causal, int q_offset, float scale, float *scratch, int nthreads) {
-#ifdef PT_HAVE_AVX512
-    return attention_run(q, qs, k, ks, v, vs, out, os, kv_lengths, bias, bias_strides, batch, heads, q_len,
-                         kv_len, head_dim, causal, q_offset, scale, scratch, nthreads, block_scores_avx512, pt_attn_values4_avx512);
-#else
-    (void)q; (void)qs; (void)k; (void)ks; (void)v; (void)vs; (void)out; (void)os; (void)kv_lengths;
-    (void)bias; (void)bias_strides; (void)batch; (void)heads; (void)q_len; (void)kv_len; (void)head_dim;
-    (void)causal; (void)q_offset; (void)scale; (void)scratch; (void)nthreads;
-    return PT_ERR_ISA;
-#endif
-}
-
 #else /* built without AVX2 */
 
 int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides ks,
@@ -372,13 +355,24 @@ int pt_attention_avx2(const float *q, pt_strides qs, const float *k, pt_strides 
     return PT_ERR_ISA;
 }
 
+#endif
+
+/* Defined once for every build: the AVX2 attention with the AVX-512 kernels when both are compiled
+ * in (the pyx calls it only on the avx512 path), else PT_ERR_ISA. */
 int pt_attention_avx512(const float *q, pt_strides qs, const float *k, pt_strides ks,
                         const float *v, pt_strides vs, float *out, pt_strides os,
                         const int32_t *kv_lengths, const float *bias, const ptrdiff_t *bias_strides,
                         int batch, int heads, int q_len, int kv_len, int head_dim,
                         int causal, int q_offset, float scale, float *scratch, int nthreads) {
-    return pt_attention_avx2(q, qs, k, ks, v, vs, out, os, kv_lengths, bias, bias_strides, batch, heads, q_len,
-                             kv_len, head_dim, causal, q_offset, scale, scratch, nthreads);
+#if defined(PT_HAVE_AVX2) && defined(__AVX2__) && defined(__FMA__) && defined(PT_HAVE_AVX512)
+    return attention_run(q, qs, k, ks, v, vs, out, os, kv_lengths, bias, bias_strides, batch, heads, q_len,
+                         kv_len, head_dim, causal, q_offset, scale, scratch, nthreads, block_scores_avx512,
+                         pt_attn_values4_avx512);
+#else
+    (void)q; (void)qs; (void)k; (void)ks; (void)v; (void)vs; (void)out; (void)os; (void)kv_lengths;
+    (void)bias; (void)bias_strides; (void)batch; (void)heads; (void)q_len; (void)kv_len; (void)head_dim;
+    (void)causal; (void)q_offset; (void)scale; (void)scratch; (void)nthreads;
+    return PT_ERR_ISA;
+#endif
 }
 
-#endif

@@ -116,6 +116,13 @@ static inline void dot_pairs_x8(const float *qa, const float *qb, const float *q
     if (quad) r[1] = transpose_sum8x2(acc1);
 }
 
+/* r's two halves (two queries' 8 scores, times scale) as rows 0 and 1 of S from column s0. */
+static inline void store_pair(float *S, ptrdiff_t ldS, int s0, __m512 r, __m512 vscale) {
+    r = _mm512_mul_ps(r, vscale);
+    _mm256_storeu_ps(S + s0, _mm512_castps512_ps256(r));
+    _mm256_storeu_ps(S + ldS + s0, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1)));
+}
+
 /* block_scores of pt_attention_avx2.c: S[i, s] = scale * q_(t0+i) . k_s for i < nq, s < nkeys
  * (rounded up to 8, the extra columns copies of the last key's score, never read) for an even
  * nq: four queries at a time, then a pair; keys outer, queries inner. A single query (a decode step)
@@ -127,27 +134,20 @@ void pt_attn_scores_avx512(const float *q0, ptrdiff_t qseq, int nq, const float 
     const __m512 vscale = _mm512_set1_ps(scale);
     for (int s0 = 0; s0 < nkeys; s0 += 8) {
         const float *kr[8];
-        for (int j = 0; j < 8; j++) /* past the end: reuse the last key (stays in bounds, result unused) */
-            kr[j] = kb + (ptrdiff_t)(s0 + j < nkeys ? s0 + j : nkeys - 1) * kseq;
+        pt_attn_key_rows(kb, kseq, s0, nkeys, kr);
         int i = 0;
         for (; i + 4 <= nq; i += 4) {
             const float *qa = q0 + (ptrdiff_t)i * qseq;
             __m512 r[2];
             dot_pairs_x8(qa, qa + qseq, qa + 2 * qseq, qa + 3 * qseq, 1, kr, dh, r);
-            r[0] = _mm512_mul_ps(r[0], vscale);
-            r[1] = _mm512_mul_ps(r[1], vscale);
-            _mm256_storeu_ps(S + i * ldS + s0, _mm512_castps512_ps256(r[0]));
-            _mm256_storeu_ps(S + (i + 1) * ldS + s0, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r[0]), 1)));
-            _mm256_storeu_ps(S + (i + 2) * ldS + s0, _mm512_castps512_ps256(r[1]));
-            _mm256_storeu_ps(S + (i + 3) * ldS + s0, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r[1]), 1)));
+            store_pair(S + i * ldS, ldS, s0, r[0], vscale);
+            store_pair(S + (i + 2) * ldS, ldS, s0, r[1], vscale);
         }
         if (i < nq) { /* one pair left */
             const float *qa = q0 + (ptrdiff_t)i * qseq;
             __m512 r[2];
             dot_pairs_x8(qa, qa + qseq, qa, qa, 0, kr, dh, r);
-            r[0] = _mm512_mul_ps(r[0], vscale);
-            _mm256_storeu_ps(S + i * ldS + s0, _mm512_castps512_ps256(r[0]));
-            _mm256_storeu_ps(S + (i + 1) * ldS + s0, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r[0]), 1)));
+            store_pair(S + i * ldS, ldS, s0, r[0], vscale);
         }
     }
 }

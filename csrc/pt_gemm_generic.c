@@ -118,17 +118,27 @@ size_t pt_packed_b_size(int k, int n) {
     return (size_t)((n + PT_NR - 1) / PT_NR) * (size_t)k * PT_NR;
 }
 
+/* What pt_pack_b_mt packs, for pack_range. */
+typedef struct {
+    const float *b;
+    ptrdiff_t rs, cs;
+    int k, n;
+    float *packed;
+} pack_job;
+
 /* Panels p0 .. p1-1 of pt_pack_b's layout. */
-static void pack_panels(const float *b, ptrdiff_t rs, ptrdiff_t cs, int k, int n, float *packed, int p0, int p1) {
+static void pack_range(void *ctx, int p0, int p1) {
+    const pack_job *j = (const pack_job *)ctx;
+    const int k = j->k, n = j->n;
     for (int p = p0; p < p1; p++) {
-        float *dst = packed + (size_t)p * k * PT_NR;
+        float *dst = j->packed + (size_t)p * k * PT_NR;
         int j0 = p * PT_NR;
         int nvalid = n - j0 < PT_NR ? n - j0 : PT_NR;
         for (int kk = 0; kk < k; kk++) {
-            const float *src = b + (ptrdiff_t)kk * rs + (ptrdiff_t)j0 * cs;
+            const float *src = j->b + (ptrdiff_t)kk * j->rs + (ptrdiff_t)j0 * j->cs;
             float *row = dst + (size_t)kk * PT_NR;
             int jj = 0;
-            for (; jj < nvalid; jj++) row[jj] = src[(ptrdiff_t)jj * cs];
+            for (; jj < nvalid; jj++) row[jj] = src[(ptrdiff_t)jj * j->cs];
             /* Zero padding keeps the edge panel's extra columns finite, so the kernel can
              * compute full panels and simply not store them. */
             for (; jj < PT_NR; jj++) row[jj] = 0.0f;
@@ -136,37 +146,11 @@ static void pack_panels(const float *b, ptrdiff_t rs, ptrdiff_t cs, int k, int n
     }
 }
 
-typedef struct {
-    const float *b;
-    ptrdiff_t rs, cs;
-    int k, n, npanels, ntasks;
-    float *packed;
-} pack_job;
-
-static void pack_task(void *ctx, int t) {
-    const pack_job *j = (const pack_job *)ctx;
-    pack_panels(j->b, j->rs, j->cs, j->k, j->n, j->packed, (int)((long long)j->npanels * t / j->ntasks),
-                (int)((long long)j->npanels * (t + 1) / j->ntasks));
-}
-
-/* At load time what costs is less the copy than the first touch of the source (a memory-mapped
- * weights file) and of the fresh destination pages: 4 MiB from a mapped file ~2.2-2.9 ms against
- * 0.65 ms from memory already touched. Threads of the worker team (never OpenMP: see
- * pt_team_tasks) take a few panels each. */
-#define PT_PACK_PARALLEL_FLOATS ((size_t)1 << 18)
-
 int pt_pack_b_mt(const float *b, ptrdiff_t rs, ptrdiff_t cs, int k, int n, float *packed, int nthreads) {
     if (b == NULL || packed == NULL || k < 1 || n < 1 || nthreads < 1) return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR;
-    int nt = (size_t)k * (size_t)n < PT_PACK_PARALLEL_FLOATS ? 1 : nthreads;
-    if (nt > npanels) nt = npanels;
-    if (nt <= 1) {
-        pack_panels(b, rs, cs, k, n, packed, 0, npanels);
-        return PT_OK;
-    }
-    /* a few tasks per thread, taken as threads finish (page faults vary) */
-    pack_job j = {b, rs, cs, k, n, npanels, npanels < 8 * nt ? npanels : 8 * nt, packed};
-    pt_team_tasks(nt, j.ntasks, pack_task, &j);
+    pack_job j = {b, rs, cs, k, n, packed};
+    pt_team_ranges((size_t)k * (size_t)n < PT_PACK_PARALLEL_FLOATS ? 1 : nthreads, (n + PT_NR - 1) / PT_NR,
+                   pack_range, &j);
     return PT_OK;
 }
 

@@ -20,33 +20,23 @@ size_t pt_screen_q_size(int k, int n) {
 typedef struct {
     pt_pack_i8_range_fn range;
     const float *packed;
-    int k, n, npanels, ntasks;
+    int k, n;
     int8_t *q;
     double *scale, *sq_w, *sq_d;
     int32_t *qsum;
 } pack_i8_job;
 
-static void pack_i8_task(void *ctx, int t) {
+static void pack_i8_panels(void *ctx, int p0, int p1) {
     const pack_i8_job *j = (const pack_i8_job *)ctx;
-    j->range(j->packed, j->k, j->n, j->q, j->scale, j->qsum, j->sq_w, j->sq_d,
-             (int)((long long)j->npanels * t / j->ntasks), (int)((long long)j->npanels * (t + 1) / j->ntasks));
+    j->range(j->packed, j->k, j->n, j->q, j->scale, j->qsum, j->sq_w, j->sq_d, p0, p1);
 }
-
-/* Below this many weights one thread does it (a parallel region costs more). */
-#define PT_PACK_I8_PARALLEL_FLOATS ((size_t)1 << 18)
 
 int pt_pack_i8_drive(pt_pack_i8_range_fn range, const float *packed, int k, int n, int8_t *q, double *scale,
                      int32_t *qsum, double *sq_w, double *sq_d, int nthreads) {
     if (!pt_screen_pack_args_ok(packed, k, n, q, scale, qsum, sq_w, sq_d) || nthreads < 1) return PT_ERR_ARG;
-    int npanels = (n + PT_NR - 1) / PT_NR;
-    int nt = (size_t)k * (size_t)n < PT_PACK_I8_PARALLEL_FLOATS ? 1 : nthreads;
-    if (nt > npanels) nt = npanels;
-    if (nt <= 1) {
-        range(packed, k, n, q, scale, qsum, sq_w, sq_d, 0, npanels);
-        return PT_OK;
-    }
-    pack_i8_job j = {range, packed, k, n, npanels, npanels < 8 * nt ? npanels : 8 * nt, q, scale, sq_w, sq_d, qsum};
-    pt_team_tasks(nt, j.ntasks, pack_i8_task, &j);
+    pack_i8_job j = {range, packed, k, n, q, scale, sq_w, sq_d, qsum};
+    pt_team_ranges((size_t)k * (size_t)n < PT_PACK_PARALLEL_FLOATS ? 1 : nthreads, (n + PT_NR - 1) / PT_NR,
+                   pack_i8_panels, &j);
     return PT_OK;
 }
 

@@ -31,26 +31,28 @@ class Linear:
     __slots__ = ("packed", "bias", "out_features")
 
     def __init__(self, weight, bias=None):
-        self.packed = K.pack(weight, transpose=True)
+        packed = K.pack(weight, transpose=True)
         release_pages(weight)   # the packed copy is all that is used from now on
+        self._init(packed, bias)
+
+    def _init(self, packed, bias):
+        self.packed = packed
         self.bias = None if bias is None else _own(bias)
-        self.out_features = self.packed.n
+        self.out_features = packed.n
 
     @classmethod
     def fused(cls, weights, biases):
         """One GEMM for several projections of the same input (q/k/v): weights stacked on the output axis.
         Packed part by part when every part but the last fills whole panels (no concatenated copy)."""
         ws = [np.asarray(x, dtype=np.float32) for x in weights]
-        b = None if biases[0] is None else np.concatenate(biases).astype(np.float32)
-        self = cls.__new__(cls)
         if all(w.ndim == 2 and w.shape[0] % K.PANEL_WIDTH == 0 for w in ws[:-1]):
-            self.packed = K.pack_stacked(ws)
+            packed = K.pack_stacked(ws)
         else:
-            self.packed = K.pack(np.concatenate(ws, axis=0), transpose=True)
+            packed = K.pack(np.concatenate(ws, axis=0), transpose=True)
         for x in weights:
             release_pages(x)
-        self.bias = None if b is None else _own(b)
-        self.out_features = self.packed.n
+        self = cls.__new__(cls)
+        self._init(packed, None if biases[0] is None else np.concatenate(biases))
         return self
 
     def __call__(self, x, act=0, residual=None, out=None):
