@@ -71,10 +71,13 @@ def alternate(fns, reps, min_time=0.0):
     return alternate_timed({name: looped(fn) for name, fn in fns.items()}, reps, min_time)
 
 
-def alternate_timed(runs, reps, min_time=0.0):
+def alternate_timed(runs, reps, min_time=0.0, samples=None):
     """As alternate, for callables that time themselves: runs[name](n) makes n back-to-back calls and
-    returns the seconds per call (an engine in another process measures there, without the pipe)."""
-    samples = {name: [] for name in runs}
+    returns the seconds per call (an engine in another process measures there, without the pipe).
+    samples: a dict that receives every sample, name -> list of seconds in the order taken (sample i
+    of every engine comes from the same round), for ratios of paired samples."""
+    samples = {} if samples is None else samples
+    samples.update({name: [] for name in runs})
     inner = {}
     for name, run in runs.items():          # warm up and pick the inner repeat count
         run(1)
@@ -87,6 +90,21 @@ def alternate_timed(runs, reps, min_time=0.0):
             time.sleep(SETTLE_SECONDS)
             samples[name].append(run(inner[name]))
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def paired_ratios(num, den):
+    """Per-round ratios num[i] / den[i] of two engines' alternated samples, sorted: the spread the
+    machine's slow and fast phases leave in a ratio of medians."""
+    return sorted(a / b for a, b in zip(num, den))
+
+
+def quartiles(values):
+    """(first quartile, median, third quartile) of a non-empty list."""
+    v = sorted(values)
+    if len(v) < 2:
+        return v[0], v[0], v[0]
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return q[0], q[1], q[2]
 
 
 def read_bandwidth(threads, mib=1024, reps=7):

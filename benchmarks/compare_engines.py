@@ -1,6 +1,6 @@
 """compare_engines.py - pytransformer beside transformers (PyTorch) and CTranslate2 on one MarianMT model.
 
-    python benchmarks/compare_engines.py [--out DIR] [--threads 1,2] [--reps 5]
+    python benchmarks/compare_engines.py [--out DIR] [--threads 1,2] [--reps 5] [--isa avx2]
 
 The model: a seeded random MarianMT at the opus-mt-en-de size (engines.build_marian), the same weights
 in every engine. Workloads, source length 32 (31 ids + EOS): encoder forward at batch 1 and 16; greedy
@@ -31,6 +31,15 @@ SRC_LEN = 32
 NEW_TOKENS = 64
 BATCHES = (1, 16)
 MODEL_DIR = os.path.join(tempfile.gettempdir(), "pytransformer-marian-opus-size-s0")
+
+# --isa avx2: every engine held to AVX2 + FMA, as on a machine without AVX-512 (the targets' reference
+# machine is one). Set in the driver's environment before any engine process starts, so the workers,
+# the load probes and the dates-model run all inherit it. PyTorch: MKL's GEMMs (MKL_ENABLE_INSTRUCTIONS),
+# oneDNN and ATen's own vectorised kernels; CTranslate2: its kernels and the MKL it links.
+ISA_ENV = {
+    "avx2": {"PYTRANSFORMER_ISA": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2", "CT2_FORCE_CPU_ISA": "AVX2"},
+}
 
 
 def sources(batch, vocab, seed=0):
@@ -82,7 +91,7 @@ def time_engines(engs, threads, reps):
     for e in engs.values():
         e.set_threads(threads)
     ref = engs["transformers"]
-    res = {"check": {}, "time": {}}
+    res = {"check": {}, "time": {}, "samples": {}}
     timed = {}
     for B in BATCHES:
         src = sources(B, 58101, seed=B)
@@ -104,11 +113,13 @@ def time_engines(engs, threads, reps):
             # the short workloads (a fraction of a second each) get three times the samples: the
             # machine's slow and fast phases last seconds to minutes, and more alternations give
             # each engine a fairer share of both
+            samples = {}
             t = alternate_timed({n: (lambda inner, e=e: e.timed(kind, src, n_new, inner)) for n, e in ok.items()},
                                 reps if work == "greedy" else SHORT_REPS_FACTOR * reps,
-                                min_time=0.2 if work != "greedy" else 0.0)
+                                min_time=0.2 if work != "greedy" else 0.0, samples=samples)
             for n, sec in t.items():
                 res["time"][f"{n} {work} b{B}"] = sec
+                res["samples"][f"{n} {work} b{B}"] = samples[n]
             print(f"  {threads} thread(s) {work:<11} batch {B:>2}: " +
                   ", ".join(f"{n} {sec * 1e3:.1f} ms" for n, sec in t.items()), file=sys.stderr)
     return res
@@ -149,10 +160,14 @@ def main(argv=None):
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--model", default=MODEL_DIR)
+    ap.add_argument("--isa", choices=sorted(ISA_ENV), help="hold every engine to this instruction set "
+                    "(default: each engine's own choice for this CPU)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.probe:
         return probe(args.probe, args.model, int(args.threads))
+    if args.isa:
+        os.environ.update(ISA_ENV[args.isa])
     import engines
     from common import cpu_ticks, machine_line, steal_share
     from pytransformer.__main__ import write_report
@@ -229,6 +244,19 @@ def main(argv=None):
         targets.append([what, f"{value:.2f}", f"{'>=' if higher else '<='} {goal}", "met" if met else
                         f"MISSED ({(1 - by) * 100 if higher else (by - 1) * 100:.0f}% short)"])
 
+    def spread(work, B, other):
+        """Quartiles of the per-round ratios other / pytransformer (seconds per call): the same ratio
+        as the target's, round by round."""
+        from common import paired_ratios, quartiles
+        smp = timing[th]["samples"]
+        a, b = smp.get(f"pytransformer {work} b{B}"), smp.get(f"{other} {work} b{B}")
+        if not a or not b:
+            return
+        q1, med, q3 = quartiles(paired_ratios(b, a))
+        spreads.append(f"{work} batch {B} vs {other}: median {med:.2f}x, quartiles {q1:.2f}-{q3:.2f}x "
+                       f"over {len(a)} rounds")
+    spreads = []
+
     def ratio(B, other, key="tok_s"):
         a, b = d.get(("pytransformer", B)), d.get((other, B))
         if a is None or b is None:
@@ -254,6 +282,10 @@ def main(argv=None):
     if "ctranslate2" in names and ratio(16, "ctranslate2", "encoder_ms"):
         target("encoder batch 16: speed vs CTranslate2 float32 (CT2 encoder est.)",
                ratio(16, "ctranslate2", "encoder_ms"), 1.0)
+    for other in names[1:]:
+        for B in BATCHES:
+            spread("greedy", B, other)
+    spread("encoder", 16, "transformers")      # CTranslate2's encoder samples include a decode step
     target("peak RSS: pytransformer / transformers process",
            probes["pytransformer"]["peak_rss_mb"] / probes["transformers"]["peak_rss_mb"], 0.6, higher=False)
     target("load to first token, pytransformer (s)", probes["pytransformer"]["load_to_first_token_s"], 0.5,
@@ -261,7 +293,10 @@ def main(argv=None):
 
     machine = machine_line(",".join(map(str, threads_list)))
     versions = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "pytransformer")
-    notes = [f"Machine: {machine}; {versions}; Python {platform.python_version()}.",
+    notes = [f"Machine: {machine}; {versions}; Python {platform.python_version()}." +
+             (f" Every engine held to {args.isa.upper()} (--isa {args.isa}: " +
+              ", ".join(f"{k}={v}" for k, v in ISA_ENV[args.isa].items()) + ")." if args.isa else
+              " Each engine on its own choice of instruction set for this CPU."),
              f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in uptime_before)}, after: "
              f"{' '.join(f'{x:.2f}' for x in uptime_after)}; run took {time.time() - started:.0f} s. "
              "CPU time stolen by the hypervisor while the engines were timed: " + ", ".join(
@@ -282,6 +317,8 @@ def main(argv=None):
               f"{p['peak_rss_mb_first_token']:.0f} | {p['peak_rss_mb']:.0f} |" for n, p in probes.items()]
     table += ["", f"### Targets ({th} threads, ratios from this run)", "", "| target | measured | goal | |",
               "|---|---|---|---|"] + [f"| {' | '.join(t)} |" for t in targets]
+    table += ["", "Round by round (each round times every engine once, so a pair of samples shares the machine's "
+              "phase), the speed ratios were: " + "; ".join(spreads) + "."]
     if ceiling is not None:
         table += ["", f"Ceiling at batch 1: a decode step that streams all its weights in float32 "
                   f"({step_bytes / 1e6:.0f} MB) at the measured read bandwidth ({bound_ms:.2f} ms) would be "

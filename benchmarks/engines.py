@@ -281,11 +281,12 @@ def _plain(src_ids):
 def _versions(name):
     if name == "pytransformer":
         import pytransformer
-        return {"pytransformer": pytransformer.__version__}
+        return {"pytransformer": pytransformer.__version__, "pytransformer ISA path": pytransformer.cpu_info()["isa"]}
     if name == "transformers":
         import torch
         import transformers
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
+        return {"torch": torch.__version__, "transformers": transformers.__version__,
+                "torch CPU capability": torch.backends.cpu.get_cpu_capability()}
     import ctranslate2
     return {"ctranslate2": ctranslate2.__version__}
 

@@ -1,0 +1,62 @@
+"""The statistics and switches of the engine comparison (benchmarks/common.py, benchmarks/compare_engines.py):
+what its report says about paired samples and instruction sets must be what was measured."""
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pytransformer import _kernels as K
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+import common  # noqa: E402
+import compare_engines  # noqa: E402
+
+
+def test_alternate_timed_records_samples_round_by_round(monkeypatch):
+    monkeypatch.setattr(common, "SETTLE_SECONDS", 0.0)
+    calls = []
+
+    def runner(name, values):
+        it = iter(values)
+
+        def run(inner):
+            calls.append((name, inner))
+            return next(it)
+        return run
+
+    # two warm-up calls each, then 5 rounds
+    a = [1.0, 1.0, 5.0, 1.0, 4.0, 2.0, 3.0]
+    b = [2.0, 2.0, 10.0, 3.0, 8.0, 4.0, 9.0]
+    samples = {}
+    med = common.alternate_timed({"a": runner("a", a), "b": runner("b", b)}, 5, samples=samples)
+    assert samples == {"a": a[2:], "b": b[2:]}
+    assert med == {"a": statistics.median(a[2:]), "b": statistics.median(b[2:])}
+    # the engines alternate within each round after the warm-up
+    assert [n for n, _ in calls[4:]] == ["a", "b"] * 5
+    assert common.paired_ratios(samples["b"], samples["a"]) == sorted([2.0, 3.0, 2.0, 2.0, 3.0])
+
+
+def test_quartiles():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4, 9, 15, 16):
+        v = list(rng.standard_normal(n))
+        q1, med, q3 = common.quartiles(v)
+        np.testing.assert_allclose([q1, med, q3], np.percentile(v, [25, 50, 75]), rtol=1e-12, atol=1e-12)
+    assert common.quartiles([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_isa_switch_reaches_every_engine_process():
+    """--isa avx2 sets the variables each engine reads at start-up; a child process started with them
+    runs pytransformer on the AVX2 path (or refuses, where the CPU has none)."""
+    env = compare_engines.ISA_ENV["avx2"]
+    assert env["PYTRANSFORMER_ISA"] == "avx2" and env["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["CT2_FORCE_CPU_ISA"] == "AVX2"
+    if not K.avx2_available():
+        pytest.skip("no AVX2 path on this CPU or build")
+    out = subprocess.run([sys.executable, "-c", "import pytransformer; print(pytransformer.cpu_info()['isa'])"],
+                         env=dict(os.environ, **env), capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "avx2"
