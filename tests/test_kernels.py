@@ -27,7 +27,7 @@ def assert_gemm_close(c, a, b, bias=None, act="none", residual=None):
 
 # ---------------------------------------------------------------- GEMM
 GEMM_SHAPES = ([(s, 17, 33) for s in SIZES] + [(7, s, 16) for s in SIZES] + [(15, 33, s) for s in SIZES]
-               + [(33, 1025, 511), (511, 64, 1025), (6, 16, 1), (1, 58, 512), (260, 200, 1100)])
+               + [(33, 1025, 511), (511, 64, 1025), (6, 16, 1), (1, 58, 512), (260, 200, 1100), (45, 530, 300)])
 
 
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
@@ -111,7 +111,8 @@ def test_avx512_gemm_bitwise_equals_avx2(rng):
         pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
     before = K.get_isa()
     try:
-        for m, n, k in [(1, 2048, 512), (7, 33, 1025), (37, 100, 64), (300, 513, 129), (9, 58, 3), (300, 700, 2100)]:
+        for m, n, k in [(1, 2048, 512), (7, 33, 1025), (37, 100, 64), (300, 513, 129), (9, 58, 3), (300, 700, 2100),
+                        (45, 530, 300)]:
             a, w, bias, res = f32(rng, m, k), f32(rng, n, k), f32(rng, n), f32(rng, m, n)
             wp = K.pack(w, transpose=True)
             for act in ACTS:
