@@ -106,10 +106,14 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
  * the path's dot products: opus-mt-size projection (58,101 x 512), 2 threads, a 120 MB sweep
  * between calls, the screened argmax against the float32 GEMM + argmax measured
  *   VNNI: 2.8x faster at 1 row, 2.1x at 4, 1.5x at 8, 1.4x at 12, 1.3x at 16;
- *   AVX2: 2.7x at 1 row, 1.6x at 4, 1.0x at 8, 0.9x at 12, 0.8x at 16 (pmaddubsw is compute-bound
- *   once several rows share each weight). */
+ *   AVX2: 2.2-2.3x at 4 rows, 1.5x at 8, 1.05-1.09x at 12, 1.05-1.13x at 16 (pmaddubsw is
+ *   compute-bound once several rows share each weight). AVX2 was held to 4 rows when it measured
+ *   1.0x at 8 and 0.8x at 16; remeasured after the AVX2 GEMM changes (two runs), and greedy
+ *   decoding on the AVX2 path (32 tokens, alternated in one process) with up to 16 rows screened
+ *   against up to 4: batch 8 0.84-0.88x the time, batch 16 0.97-0.99x, at 1 and 2 threads.
+ *   The portable path keeps 4 (its integer and float loops were not compared). */
 #define PT_SCREEN_MAX_ROWS 16
-#define PT_SCREEN_MAX_ROWS_AVX2 4
+#define PT_SCREEN_MAX_ROWS_GENERIC 4
 /* Rows of a at once in a tile kernel; more rows run in groups of this many, each group over a
  * chunk of panels that stays in L2, so the copy still comes from memory once. */
 #define PT_SCREEN_TILE_ROWS 4

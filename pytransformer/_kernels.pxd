@@ -59,7 +59,7 @@ cdef extern from "pt_gemm.h" nogil:
 cdef extern from "pt_screen.h" nogil:
     enum:
         PT_SCREEN_MAX_ROWS
-        PT_SCREEN_MAX_ROWS_AVX2
+        PT_SCREEN_MAX_ROWS_GENERIC
     int pt_screen_groups(int k)
     size_t pt_screen_q_size(int k, int n)
     int pt_pack_i8_generic(const float *packed, int k, int n, int8_t *q, double *scale, int32_t *qsum,

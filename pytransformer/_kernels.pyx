@@ -503,7 +503,7 @@ SCREEN_MAX_ROWS = PT_SCREEN_MAX_ROWS
 def screen_max_rows():
     """The most rows screen_argmax screens on the path in use (see csrc/pt_screen.h): more rows
     return None, for the caller to compute the full logits."""
-    return PT_SCREEN_MAX_ROWS if _isa == ISA_AVX512 and _has_vnni else PT_SCREEN_MAX_ROWS_AVX2
+    return PT_SCREEN_MAX_ROWS_GENERIC if _isa == ISA_GENERIC else PT_SCREEN_MAX_ROWS
 
 
 cdef class Screen:

@@ -244,7 +244,7 @@ def full_argmax(lin, x, banned=None):
 def test_screened_argmax_equals_float32_argmax_on_random_rows(isa, threads, rng):
     w, b, lin = packed_linear(rng, 1000, 64)
     screen = OutputScreen.build(lin)
-    assert screen.max_rows() == (16 if isa == "avx512" and K.cpu_info()["features"]["avx512vnni"] else 4)
+    assert screen.max_rows() == (4 if isa == "generic" else 16)
     for B in (1, 2, 3, 4, 5, 9, 16):
         for _ in range(10):
             x = rng.standard_normal((B, 64)).astype(np.float32)
