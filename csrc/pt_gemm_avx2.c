@@ -50,7 +50,12 @@
  * Few rows (decode) take several panels at once so there are still >= 8 independent chains
  * to cover the FMA latency: 1x4 panels = 8, 2x2 = 8, 3x2 = 12, 4x1 = 8, 5x1 = 10, 6x1 = 12.
  * next (or NULL): 64-byte lines to prefetch into L2 meanwhile, line (kk * next_step) >> 16 at step kk,
- * i.e. (k * next_step) >> 16 lines spread evenly over the sweep (see PT_GEMM_OVERLAP_ROWS). */
+ * i.e. (k * next_step) >> 16 lines spread evenly over the sweep (see PT_GEMM_OVERLAP_ROWS).
+ * The k loop is unrolled twice: a 6x1 step is 12 FMAs (6 cycles on 2 ports) among ~27 other
+ * instructions (broadcasts, loads, prefetches, loop and address arithmetic), so the loop's own
+ * overhead showed. Separate processes alternated 8 times, the encoder's four shapes (M=512) and
+ * 16 x 512 x 2048, AVX2 path: medians 1.06, 1.06, 1.01, 1.00, 1.10x the speed at 1 thread and
+ * 1.04, 1.07, 1.00, 1.01, 1.03x at 2. Same bits (the same FMAs in the same order). */
 typedef void (*tile_fn)(const float *const *arow, const float *bp, size_t pstride, int k, float *tile,
                         const char *next, unsigned next_step);
 
@@ -64,6 +69,7 @@ typedef void (*tile_fn)(const float *const *arow, const float *bp, size_t pstrid
             ar[r] = arow[r];                                                                                \
             PT_UNROLL for (int q = 0; q < 2 * NP; q++) acc[r][q] = _mm256_setzero_ps();                     \
         }                                                                                                   \
+        _Pragma("GCC unroll 2")                                                                             \
         for (int kk = 0; kk < k; kk++) {                                                                    \
             __m256 b[2 * NP];                                                                               \
             if (next != NULL)                                                                               \
