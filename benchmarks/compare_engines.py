@@ -169,7 +169,7 @@ def main(argv=None):
     if args.isa:
         os.environ.update(ISA_ENV[args.isa])
     import engines
-    from common import cpu_ticks, machine_line, steal_share
+    from common import cpu_ticks, machine_line, paired_ratios, quartiles, steal_share
     from pytransformer.__main__ import write_report
 
     os.makedirs(args.out, exist_ok=True)
@@ -244,10 +244,11 @@ def main(argv=None):
         targets.append([what, f"{value:.2f}", f"{'>=' if higher else '<='} {goal}", "met" if met else
                         f"MISSED ({(1 - by) * 100 if higher else (by - 1) * 100:.0f}% short)"])
 
+    spreads = []
+
     def spread(work, B, other):
         """Quartiles of the per-round ratios other / pytransformer (seconds per call): the same ratio
         as the target's, round by round."""
-        from common import paired_ratios, quartiles
         smp = timing[th]["samples"]
         a, b = smp.get(f"pytransformer {work} b{B}"), smp.get(f"{other} {work} b{B}")
         if not a or not b:
@@ -255,7 +256,6 @@ def main(argv=None):
         q1, med, q3 = quartiles(paired_ratios(b, a))
         spreads.append(f"{work} batch {B} vs {other}: median {med:.2f}x, quartiles {q1:.2f}-{q3:.2f}x "
                        f"over {len(a)} rounds")
-    spreads = []
 
     def ratio(B, other, key="tok_s"):
         a, b = d.get(("pytransformer", B)), d.get((other, B))
