@@ -129,16 +129,23 @@ def test_avx512_gemm_bitwise_equals_avx2(rng):
 
 def test_avx512_silu_epilogue_bitwise_equals_avx2(rng):
     """The AVX-512 GEMM runs SiLU 16 lanes at a time (pt_simd_avx512.h) with the AVX2 instruction
-    sequence per lane: same bits for every input that is not NaN (a NaN stays NaN; which operand's
-    NaN a multiply passes on is the compiler's choice, which commutes it). c = 0 * 1 + bias = bias
-    exactly, so the bias row carries the values under test through the epilogue."""
+    sequence per lane, except that e^x 2^k is scaled by one vscalefps instead of two power-of-two
+    multiplies: same bits for every input that is not NaN (a NaN stays NaN; which operand's NaN a
+    multiply passes on is the compiler's choice, which commutes it). c = 0 * 1 + bias = bias
+    exactly, so the bias row carries the values under test through the epilogue. Besides random bit
+    patterns, a dense sweep of [-150, -80] and [80, 90], where e^-|x| 2^64 or the result nears the
+    subnormal range and the two ways of scaling would part if either rounded twice."""
     if not K.avx512_available():
         pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
     specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.17e-38, -1.17e-38, 88.7, 89.0,
                          -88.7, -103.9, -104.0, -150.0, 3.4e38, -3.4e38, 1e-20, -1e-20, 0.5, -0.5],
                         dtype=np.float32)
     randbits = rng.integers(0, 2 ** 32, size=1 << 16, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    values = np.concatenate([specials, randbits, rng.standard_normal(4096, dtype=np.float32) * 20])
+    def sweep(lo, hi):      # every 37th float32 between lo and hi (same sign)
+        a_, b_ = np.array([lo, hi], np.float32).view(np.uint32)
+        return np.arange(min(a_, b_), max(a_, b_), 37, dtype=np.uint32).view(np.float32)
+    values = np.concatenate([specials, randbits, rng.standard_normal(4096, dtype=np.float32) * 20,
+                             sweep(-80.0, -150.0), sweep(80.0, 90.0)])
     wp = K.pack(np.ones((values.size, 1), np.float32), transpose=True)
     a = np.zeros((1, 1), np.float32)
     before = K.get_isa()
