@@ -230,6 +230,52 @@ def _key_minus_query(n):
     return pos[None, :] - pos[:, None]
 
 
+class _PackedRows:
+    """The token rows of a padded (B, S) batch, for running position-wise work on them alone.
+
+    Everything in an encoder layer but attention treats rows independently, and the kernels give a
+    row the same bits whatever rows are around it (csrc/pt_gemm.h), so dropping the padding rows
+    changes no token row's result: it only skips work. Attention runs per sequence on its rows, and
+    the cross-attention keys and values are spread into the padded layout the decoder reads. What
+    that costs is weighed against the padding in PACK_MIN_PAD_SHARE."""
+
+    PACK_MIN_PAD_SHARE = 0.05
+
+    __slots__ = ("rows", "positions", "total", "segments")
+
+    def __init__(self, lens, S):
+        self.total = lens.size * S
+        mask = np.arange(S)[None, :] < lens[:, None]
+        self.rows = np.flatnonzero(mask)                       # flat (b*S + t) index of each token row
+        self.positions = (self.rows % S).astype(np.intp)       # its position in its sequence
+        ends = np.cumsum(lens)                                 # sequence b's rows: [ends[b]-lens[b], ends[b])
+        self.segments = [(b * S, int(e - n), int(n)) for b, (e, n) in enumerate(zip(ends, lens))]
+
+    @classmethod
+    def of(cls, lens, S):
+        """The token rows for source lengths lens (B,) padded to S, or None when too few rows are padding."""
+        lens = np.asarray(lens)
+        if lens.size * S - int(lens.sum()) < cls.PACK_MIN_PAD_SHARE * lens.size * S:
+            return None
+        return cls(lens, S)
+
+    def scatter(self, x, out):
+        """Token rows x (n, d) into their padded places in out (B*S, d); padding rows untouched."""
+        for dst, src, n in self.segments:
+            out[dst:dst + n] = x[src:src + n]
+        return out
+
+    def gather(self, padded, out):
+        """The token rows of padded (B*S, d) into out (n, d)."""
+        for src, dst, n in self.segments:
+            out[dst:dst + n] = padded[src:src + n]
+        return out
+
+    def unpack(self, x):
+        """(n, d) rows -> (B*S, d) with zero padding rows."""
+        return self.scatter(x, np.zeros((self.total, x.shape[1]), dtype=x.dtype))
+
+
 def _sublayer(pre_norm, norm, x, body):
     """Residual wiring around one sub-layer; `body(h, residual)` returns residual + f(h) (fused in its last GEMM).
 
@@ -404,14 +450,35 @@ class Model:
             x = emb_norm(x, out=x)
         return x
 
-    def _self_attention(self, attn, x, B, T, lengths, causal, out, bias=None):
-        """Attention context (B*T, heads*head_dim) for the normalised input x; bias (heads, T, T) or None."""
+    def _embed_rows(self, flat_ids, positions_of_rows, table, positions, emb_norm):
+        """_embed for selected tokens: flat_ids (n,) at sequence positions positions_of_rows (n,) -> (n, d),
+        positions a (>= max position + 1, d) array or None; each row gets exactly the operations _embed
+        gives it."""
+        x = K.embedding(flat_ids, table, self.embed_scale)
+        if positions is not None:
+            x += positions[positions_of_rows]
+        if emb_norm is not None:
+            x = emb_norm(x, out=x)
+        return x
+
+    def _self_attention(self, attn, x, B, T, lengths, causal, out, bias=None, packed=None):
+        """Attention context (B*T, heads*head_dim) for the normalised input x; bias (heads, T, T) or None.
+        With packed (a _PackedRows of the (B, T) batch), x and the context hold only its token rows,
+        and each sequence is attended on its own, in place (the kernel's result for a row does not
+        depend on the batch around it)."""
         qkv = attn.qkv(x)
-        q = attn.heads_view(qkv, B, T, 0)
-        k = attn.heads_view(qkv, B, T, 1)
-        v = attn.heads_view(qkv, B, T, 2)
-        K.attention(q, k, v, out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lengths,
-                    bias=bias, causal=causal, scale=attn.scale)
+        if packed is None:
+            q = attn.heads_view(qkv, B, T, 0)
+            k = attn.heads_view(qkv, B, T, 1)
+            v = attn.heads_view(qkv, B, T, 2)
+            K.attention(q, k, v, out.reshape(B, T, attn.heads, attn.head_dim), kv_lengths=lengths,
+                        bias=bias, causal=causal, scale=attn.scale)
+            return out
+        for _, first, n in packed.segments:
+            rows = qkv[first:first + n]
+            K.attention(attn.heads_view(rows, 1, n, 0), attn.heads_view(rows, 1, n, 1), attn.heads_view(rows, 1, n, 2),
+                        out[first:first + n].reshape(1, n, attn.heads, attn.head_dim),
+                        bias=None if bias is None else bias[:, :n, :n], causal=causal, scale=attn.scale)
         return out
 
     def _relative_bias(self, table, rel, bidirectional):
@@ -425,36 +492,60 @@ class Model:
         return np.ascontiguousarray(table[:, buckets])
 
     def encode(self, src, lengths=None):
-        """Encoder output (B, S, d) float32 and source lengths (B,) for token-id sequences."""
+        """Encoder output (B, S, d) float32 and source lengths (B,) for token-id sequences. Rows past a
+        sequence's length are zero."""
         ids, lens = self.prepare_source(src, lengths)
         memory = self._encode_ids(ids, lens)
         return memory.reshape(ids.shape[0], ids.shape[1], -1), lens
 
     def _encode_ids(self, ids, lens):
+        """Encoder output (B*S, d) for padded ids (B, S); padding rows are zero. When enough of the
+        batch is padding, only the token rows go through the layers (_PackedRows)."""
         B, S = ids.shape
-        x = self._embed(ids, self.src_embed, self.enc_pos, self.enc_emb_norm)
-        ctx = np.empty((B * S, self.attention_dim), dtype=np.float32)
+        packed = _PackedRows.of(lens, S)
+        if packed is None:
+            x = self._embed(ids, self.src_embed, self.enc_pos, self.enc_emb_norm)
+            n = B * S
+        else:
+            x = self._embed_rows(ids.reshape(-1)[packed.rows], packed.positions, self.src_embed,
+                                 None if self.enc_pos is None else self.enc_pos[:S], self.enc_emb_norm)
+            n = packed.rows.size
+        ctx = np.empty((n, self.attention_dim), dtype=np.float32)
         bias = self._relative_bias(self.enc_rel, _key_minus_query(S), True)  # once, for every layer
         for layer in self.encoder_layers:
             def attn_body(h, residual, layer=layer):
-                self._self_attention(layer.attn, h, B, S, lens, False, ctx, bias)
+                self._self_attention(layer.attn, h, B, S, lens, False, ctx, bias, packed)
                 return layer.attn.out(ctx, residual=residual, out=residual)
             x = _sublayer(self.pre_norm, layer.attn_norm, x, attn_body)
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
         if self.enc_final is not None:
             x = self.enc_final(x)
-        return x
+        if packed is None:
+            x.reshape(B, S, -1)[np.arange(S)[None, :] >= lens[:, None]] = 0.0
+            return x
+        return packed.unpack(x)
 
     # ------------------------------------------------------------------ decoder
-    def cross_kv(self, memory, B, S):
+    def cross_kv(self, memory, B, S, lens=None):
         """Per decoder layer, the cross-attention keys and values of the encoder output, computed once
         per source and stored head-major, (2, B, heads, S, head_dim): each head's keys are then
-        contiguous for the decode steps that read them again and again."""
+        contiguous for the decode steps that read them again and again. With the source lengths
+        (B,), padding rows, which attention never reads, are skipped when there are enough of them
+        (their keys and values are zero then)."""
         mem2 = memory.reshape(-1, memory.shape[-1])
+        packed = None if lens is None else _PackedRows.of(lens, S)
+        if packed is not None:
+            mem2 = packed.gather(mem2, np.empty((packed.rows.size, mem2.shape[1]), mem2.dtype))
         out = []
         for layer in self.decoder_layers:
-            kv = layer.cross_attn.kv(mem2).reshape(B, S, 2, self.heads, self.head_dim)
-            out.append(np.ascontiguousarray(kv.transpose(2, 0, 3, 1, 4)))
+            kv = layer.cross_attn.kv(mem2)
+            if packed is None:
+                out.append(np.ascontiguousarray(kv.reshape(B, S, 2, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)))
+                continue
+            heads = np.zeros((2, B, self.heads, S, self.head_dim), dtype=np.float32)
+            for b, (_, first, n) in enumerate(packed.segments):
+                heads[:, b, :, :n] = kv[first:first + n].reshape(n, 2, self.heads, self.head_dim).transpose(1, 2, 0, 3)
+            out.append(heads)
         return out
 
     def _cross_attention(self, attn, h, kv, B, T, lens, out):
@@ -479,7 +570,7 @@ class Model:
             raise ValueError(f"target has {T} tokens, more than the model's {self.max_positions} positions")
         S = ids.shape[1]
         memory = self._encode_ids(ids, lens)
-        cross = self.cross_kv(memory, B, S)
+        cross = self.cross_kv(memory, B, S, lens)
         x = self._embed(tgt.astype(np.int32), self.tgt_embed, self.dec_pos, self.dec_emb_norm)
         ctx = np.empty((B * T, self.attention_dim), dtype=np.float32)
         full = np.full(B, T, dtype=np.int32)
@@ -528,7 +619,7 @@ class Model:
             raise ValueError(f"cannot decode {max_steps} positions: the model has {self.max_positions}")
         memory = self._encode_ids(ids, lens)
         B, S = ids.shape
-        state = DecoderState(self, B, S, lens, self.cross_kv(memory, B, S), max_steps)
+        state = DecoderState(self, B, S, lens, self.cross_kv(memory, B, S, lens), max_steps)
         if self.dec_rel is not None:
             # (heads, max_steps) table over relative positions -(max_steps-1) .. 0: query t's bias
             # over keys 0..t is its last t+1 columns

@@ -106,6 +106,34 @@ def test_alone_equals_in_padded_batch_bitwise(pair):
         np.testing.assert_array_equal(s1[0], scores[i])
 
 
+@pytest.mark.parametrize("packing", ["packed", "padded"])
+def test_encoder_token_rows_alone_equal_in_padded_batch(pair, packing, monkeypatch):
+    """The encoder runs only the token rows of a padded batch when enough of it is padding (the
+    rows are compacted, attention scatters them back): every token row, and the cross-attention keys
+    and values made from it, must be bitwise those of its sequence encoded alone, padding rows zero,
+    whichever way the batch ran; and the two ways must give the same tokens."""
+    from pytransformer import model as model_module
+    name, ref, model = pair
+    monkeypatch.setattr(model_module._PackedRows, "PACK_MIN_PAD_SHARE", 0.0 if packing == "packed" else 1.01)
+    srcs = random_sources(ref.config, 6, 31, max_len=24)
+    memory, lens = model.encode(srcs)
+    B, S, _ = memory.shape
+    assert (lens < S).any(), "the batch must hold padding"
+    cross = model.cross_kv(memory, B, S, lens)
+    for i, s in enumerate(srcs):
+        alone, _ = model.encode([s])
+        np.testing.assert_array_equal(memory[i, :len(s)], alone[0], err_msg=f"{name}: source {i}")
+        assert not memory[i, len(s):].any(), f"{name}: padding rows of source {i} are not zero"
+        cross_alone = model.cross_kv(alone, 1, len(s), np.array([len(s)]))
+        for layer, (kv, kv_alone) in enumerate(zip(cross, cross_alone)):
+            np.testing.assert_array_equal(kv[:, i, :, :len(s)], kv_alone[:, 0], err_msg=f"{name}: layer {layer}")
+    assert np.abs(memory).max() > 0.1, "degenerate encoder output: the comparison would prove little"
+    tokens = model.generate(srcs, MAX_NEW)
+    monkeypatch.setattr(model_module._PackedRows, "PACK_MIN_PAD_SHARE", 1.01 if packing == "packed" else 0.0)
+    for got, want in zip(model.generate(srcs, MAX_NEW), tokens):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_cached_decoding_equals_uncached(pair):
     """Greedy with the KV cache equals re-running the whole decoder on each prefix (forward())."""
     name, ref, model = pair
