@@ -1,8 +1,9 @@
 """pytransformer.decoding - greedy search over Model.decode_hidden with a preallocated DecoderState.
 
 The loop sees decode_hidden, the output projection and its screen: encoder, caches and layers
-are the model's business. Every sequence stops at its own EOS; finished rows keep their slot (so
-the others stay bitwise the same as when decoded alone) and their outputs are ignored.
+are the model's business. Every sequence stops at its own EOS. A finished row keeps its slot (its
+outputs ignored) until enough rows have finished; then the unfinished ones move to a smaller state
+(DecoderState.keep). Either way each sequence's tokens are bitwise those it gets decoded alone.
 """
 import os
 
@@ -93,6 +94,21 @@ class DecoderState:
     def cache_bytes(self):
         return self.self_k.nbytes + self.self_v.nbytes + sum(c.nbytes for c in self.cross)
 
+    def keep(self, model, rows):
+        """A state for the sequences `rows` (indices into this batch) alone, at the same step: their
+        caches copied, work buffers of the new size. Their next steps give the same bits here as they
+        would have in this state (no kernel lets one row's result depend on another row)."""
+        rows = np.asarray(rows, dtype=np.intp)
+        new = DecoderState(model, rows.size, self.src_len, self.src_lengths[rows],
+                           [np.ascontiguousarray(c[:, rows]) for c in self.cross], self.max_steps)
+        t = self.step
+        new.self_k[:, :, :, :t] = self.self_k[:, rows, :, :t]
+        new.self_v[:, :, :, :t] = self.self_v[:, rows, :, :t]
+        new.step = t
+        if hasattr(self, "rel_bias"):
+            new.rel_bias = self.rel_bias
+        return new
+
 
 def _log_softmax_at(logits, tokens):
     """log p(token) per row, in float64 for a stable log-sum-exp."""
@@ -112,6 +128,22 @@ def check_lengths(max_new_tokens, min_new_tokens):
         raise ValueError(f"min_new_tokens must lie in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
 
 
+# Finished sequences leave the batch (their caches are copied out into a smaller state) once at
+# least this share of the rows still decoded has finished; the copy costs about a step.
+DROP_FINISHED_SHARE = 0.25
+
+
+def _drop_finished(model, state, done, step, max_new_tokens):
+    """Whether to move the unfinished rows into a smaller state now: enough rows finished, steps left
+    to gain from it, and room under the cache limit for the copy beside the current state."""
+    n_done = int(done.sum())
+    if n_done == 0 or n_done < DROP_FINISHED_SHARE * done.size or step + 2 >= max_new_tokens:
+        return False
+    kept = done.size - n_done
+    return estimate_bytes(model.config, done.size, state.src_len, max_new_tokens) + \
+        estimate_bytes(model.config, kept, state.src_len, max_new_tokens) <= _cache_limit
+
+
 def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, lengths=None):
     check_lengths(max_new_tokens, min_new_tokens)
     cfg = model.config
@@ -124,7 +156,8 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
     out = np.zeros((B, max_new_tokens), dtype=np.int64)
     scores = np.zeros((B, max_new_tokens), dtype=np.float64) if return_scores else None
     n_out = np.full(B, max_new_tokens, dtype=np.int64)
-    done = np.zeros(B, dtype=bool)
+    rows = np.arange(B)                 # the sequence (row of out) each row of the state decodes
+    done = np.zeros(B, dtype=bool)      # per row of the state
     # Without scores only the argmax is needed: the screen finds it reading a quarter of the bytes of the
     # output projection (or gives up, and the full logits are computed).
     screen = None if return_scores else model.output_screen
@@ -136,7 +169,7 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
         if not return_scores:
             forced = model.forced_token(step, max_new_tokens)
             if forced is not None:
-                nxt = np.full(B, forced, dtype=np.int64)
+                nxt = np.full(state.batch, forced, dtype=np.int64)
             elif screen is not None:
                 if ban_eos not in banned:
                     banned[ban_eos] = model.banned_mask(ban_eos)
@@ -148,14 +181,18 @@ def greedy(model, src, max_new_tokens, min_new_tokens=0, return_scores=False, le
             model.constrain_logits(logits, step, max_new_tokens)   # the model family's forced/banned tokens
             nxt = logits.argmax(axis=1)
             if return_scores:
-                scores[:, step] = _log_softmax_at(logits, nxt)
-        out[:, step] = nxt
+                scores[rows, step] = _log_softmax_at(logits, nxt)
+        out[rows, step] = nxt
         finished = (~done) & (nxt == eos)
-        n_out[finished] = step + 1
+        n_out[rows[finished]] = step + 1
         done |= finished
         if done.all():
             break
         tokens = nxt.astype(np.int32)
+        if _drop_finished(model, state, done, step, max_new_tokens):
+            keep = np.flatnonzero(~done)
+            state = state.keep(model, keep)
+            rows, done, tokens = rows[keep], done[keep], tokens[keep]
         tokens[done] = cfg.pad_id if cfg.pad_id < cfg.tgt_vocab_size else eos
     seqs = [out[b, :n_out[b]].copy() for b in range(B)]
     if return_scores:

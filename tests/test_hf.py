@@ -260,6 +260,54 @@ def test_greedy_with_output_screen_matches_transformers(family):
     assert alone == want[:6], f"{name}: alone with the screen"
 
 
+def test_finished_rows_leave_the_batch_without_changing_tokens(family, monkeypatch):
+    """Greedy decoding moves the unfinished rows into a smaller state once enough rows have reached
+    EOS (decoding.DROP_FINISHED_SHARE): tokens and scores must be bitwise those of decoding with every
+    row kept to the end, whether rows leave at every EOS or not at all, and the rows must really leave
+    (counted); under a cache limit with no room for the copy they stay."""
+    from pytransformer import decoding
+    name, ref, model, srcs = family
+    batch = srcs[:24]
+    calls = []
+    real_keep = decoding.DecoderState.keep
+
+    def counting_keep(self, model_, rows):
+        calls.append((self.step, self.batch, len(rows)))
+        return real_keep(self, model_, rows)
+    monkeypatch.setattr(decoding.DecoderState, "keep", counting_keep)
+    results = {}
+    for share in (2.0, 0.0, decoding.DROP_FINISHED_SHARE):
+        monkeypatch.setattr(decoding, "DROP_FINISHED_SHARE", share)
+        calls.clear()
+        toks, scores = model.generate(batch, MAX_NEW, return_scores=True)
+        plain = model.generate(batch, MAX_NEW)
+        results[share] = (toks, scores, plain, list(calls))
+    kept_all, every, default = results[2.0], results[0.0], results[decoding.DROP_FINISHED_SHARE]
+    assert not kept_all[3], "no row may leave with a share above 1"
+    assert every[3] and all(b > n for _, b, n in every[3]), f"{name}: rows never left the batch"
+    # the default policy drops rows exactly when, at some step before the last two, a share of the
+    # batch has reached EOS
+    eos = model.config.eos_id
+    ended = [len(t) for t in kept_all[2] if len(t) and t[-1] == eos]
+    expect = any(sum(n <= step + 1 for n in ended) >= decoding.DROP_FINISHED_SHARE * len(batch)
+                 for step in range(MAX_NEW - 2))
+    assert bool(default[3]) == expect, f"{name}: drops {default[3]} with EOS at {sorted(ended)}"
+    for other in (every, default):
+        for a, b in zip(kept_all[0] + kept_all[2], other[0] + other[2]):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(kept_all[1], other[1]):
+            np.testing.assert_array_equal(a, b)
+    # no room under the limit for a second, smaller state: nothing moves, tokens unchanged
+    monkeypatch.setattr(decoding, "DROP_FINISHED_SHARE", 0.0)
+    need = decoding.estimate_bytes(model.config, len(batch), max(len(s) for s in batch), MAX_NEW)
+    monkeypatch.setattr(decoding, "_cache_limit", need)
+    calls.clear()
+    limited = model.generate(batch, MAX_NEW)
+    assert not calls
+    for a, b in zip(kept_all[2], limited):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_family_settings_are_read(family):
     name, ref, model, _ = family
     cfg, gc = model.config, ref.generation_config
