@@ -5,7 +5,8 @@
 The model: a seeded random MarianMT at the opus-mt-en-de size (engines.build_marian), the same weights
 in every engine. Workloads, source length 32 (31 ids + EOS): encoder forward at batch 1 and 16; greedy
 decoding of exactly 64 new tokens (EOS suppressed) at batch 1 and 16; first-token latency (encoder +
-one step). Each engine runs in its own process (engines.RemoteEngine: PyTorch and pytransformer would
+one step). Besides the issue's workloads: the batch-16 encoder on a padded batch, source lengths 8-32
+(what a batch of real sentences looks like; pytransformer skips the padding rows, see model._PackedRows). Each engine runs in its own process (engines.RemoteEngine: PyTorch and pytransformer would
 otherwise share one OpenMP runtime) and measures its own calls; its greedy tokens are checked against
 transformers' before it is timed; the engines are timed alternately (common.alternate_timed),
 medians and ratios reported.
@@ -30,6 +31,7 @@ sys.path.insert(0, HERE)
 SRC_LEN = 32
 NEW_TOKENS = 64
 BATCHES = (1, 16)
+VARIED_LENS = (8, SRC_LEN)     # the padded-batch encoder workload: lengths drawn from this range
 MODEL_DIR = os.path.join(tempfile.gettempdir(), "pytransformer-marian-opus-size-s0")
 
 # --isa avx2: every engine held to AVX2 + FMA, as on a machine without AVX-512 (the targets' reference
@@ -46,6 +48,15 @@ def sources(batch, vocab, seed=0):
     import numpy as np
     rng = np.random.default_rng(seed)
     return [[int(t) for t in rng.integers(1, vocab - 1, size=SRC_LEN - 1)] + [0] for _ in range(batch)]
+
+
+def varied_sources(batch, vocab, seed):
+    """Sources of lengths drawn from VARIED_LENS (the first one the longest), each ending in EOS."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(VARIED_LENS[0], VARIED_LENS[1] + 1, size=batch)
+    lens[0] = VARIED_LENS[1]
+    return [[int(t) for t in rng.integers(1, vocab - 1, size=int(n) - 1)] + [0] for n in lens]
 
 
 def engine_path(name, hf_dir):
@@ -122,6 +133,23 @@ def time_engines(engs, threads, reps):
                 res["samples"][f"{n} {work} b{B}"] = samples[n]
             print(f"  {threads} thread(s) {work:<11} batch {B:>2}: " +
                   ", ".join(f"{n} {sec * 1e3:.1f} ms" for n, sec in t.items()), file=sys.stderr)
+    # the padded batch: greedy tokens checked like the others, then the encoder timed
+    src = varied_sources(16, 58101, seed=116)
+    want = ref.generate(src, NEW_TOKENS)
+    ok = {}
+    for name, e in engs.items():
+        same = sum(a == b for a, b in zip(e.generate(src, NEW_TOKENS), want))
+        res["check"][f"{name} b16 padded"] = f"{same}/16"
+        if same == 16:
+            ok[name] = e
+    samples = {}
+    t = alternate_timed({n: (lambda inner, e=e: e.timed("encoder", src, 0, inner)) for n, e in ok.items()},
+                        SHORT_REPS_FACTOR * reps, min_time=0.2, samples=samples)
+    for n, sec in t.items():
+        res["time"][f"{n} encoder_padded b16"] = sec
+        res["samples"][f"{n} encoder_padded b16"] = samples[n]
+    print(f"  {threads} thread(s) encoder, padded batch 16: " +
+          ", ".join(f"{n} {sec * 1e3:.1f} ms" for n, sec in t.items()), file=sys.stderr)
     return res
 
 
@@ -286,6 +314,26 @@ def main(argv=None):
         for B in BATCHES:
             spread("greedy", B, other)
     spread("encoder", 16, "transformers")      # CTranslate2's encoder samples include a decode step
+    spread("encoder_padded", 16, "transformers")
+    padded_line = None
+    tp = timing[th]["time"]
+    if "pytransformer encoder_padded b16" in tp:
+        vsrc = varied_sources(16, 58101, seed=116)
+        share = 1 - sum(len(x) for x in vsrc) / (16 * max(len(x) for x in vsrc))
+        ours = tp["pytransformer encoder_padded b16"]
+        parts = [f"pytransformer {ours * 1e3:.1f} ms"]
+        for n in names[1:]:
+            if f"{n} encoder_padded b16" not in tp:
+                continue
+            other = tp[f"{n} encoder_padded b16"]
+            if n == "ctranslate2" and ("ctranslate2", 16) in d:   # its encode() also runs one step
+                other -= d[("ctranslate2", 16)]["ms_step"] / 1e3
+            parts.append(f"{n} {other * 1e3:.1f} ms{' (est.)' if n == 'ctranslate2' else ''} "
+                         f"({other / ours:.2f}x pytransformer's time)")
+        padded_line = (f"Encoder on a padded batch ({th} threads): 16 sources of {VARIED_LENS[0]}-{VARIED_LENS[1]} "
+                       f"tokens, {100 * share:.0f}% of the padded batch is padding: " + "; ".join(parts) +
+                       f". pytransformer runs only the token rows through the layers; with full-length sources it "
+                       f"took {d[('pytransformer', 16)]['encoder_ms']:.1f} ms.")
     target("peak RSS: pytransformer / transformers process",
            probes["pytransformer"]["peak_rss_mb"] / probes["transformers"]["peak_rss_mb"], 0.6, higher=False)
     target("load to first token, pytransformer (s)", probes["pytransformer"]["load_to_first_token_s"], 0.5,
@@ -319,6 +367,8 @@ def main(argv=None):
               "|---|---|---|---|"] + [f"| {' | '.join(t)} |" for t in targets]
     table += ["", "Round by round (each round times every engine once, so a pair of samples shares the machine's "
               "phase), the speed ratios were: " + "; ".join(spreads) + "."]
+    if padded_line:
+        table += ["", padded_line]
     if ceiling is not None:
         table += ["", f"Ceiling at batch 1: a decode step that streams all its weights in float32 "
                   f"({step_bytes / 1e6:.0f} MB) at the measured read bandwidth ({bound_ms:.2f} ms) would be "
