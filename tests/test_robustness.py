@@ -309,7 +309,11 @@ def test_repeated_loads_release_files_and_mappings(tmp_path):
     assert [g.tolist() for g in got] == [w.tolist() for w in want]
     assert _open_fds() <= fds, "file descriptors leaked by load()"
     assert _mapping_count(weights) <= maps, "memory mappings of model.safetensors leaked"
-    assert rss_bytes() - rss <= 4 << 20
+    # Under AddressSanitizer (.ci/sanitize preloads it) freed memory waits in a quarantine of up to
+    # 256 MB before it is reused, so the resident set grows whether or not anything leaks: there the
+    # bound says nothing, and ASan itself checks the memory. Every other run checks it.
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        assert rss_bytes() - rss <= 4 << 20
 
 
 def test_model_survives_its_file_being_overwritten_in_place(tmp_path):
