@@ -130,16 +130,43 @@ static inline __m256 pt_unscale_vs_one256(__m256 scaled) {
     return _mm256_and_ps(keep, pt_unscale256(_mm256_max_ps(lim, scaled))); /* max keeps a NaN scaled */
 }
 
+/* pt_exp2k256 for x <= 0 (or NaN), as SiLU uses it: the same range reduction and polynomial, no
+ * upper clamp, and 2^(n+k) applied as one factor, with 0 where n+k < -126 (pt_exp2k256 gives a
+ * subnormal or 0 there). pt_silu256 only compares such a value with 2^39 and multiplies it into a
+ * result below 2^-150 in magnitude, which rounds to zero either way: SiLU's bits are unchanged (all
+ * 2^32 inputs compared with the two-factor version, 2026-11-22) with 5 fewer instructions. */
+static inline __m256 pt_exp2k_nonpos256(__m256 x, int k) {
+    const float lowest = -105.0f - 0.693147f * (float)k;
+    __m256 xc = _mm256_max_ps(_mm256_set1_ps(lowest), x);   /* NaN, the second operand, passes */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(PT_EXP_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_HI), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_LO), r);
+    __m256 q = _mm256_set1_ps(PT_EXP_Q5);
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q4));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q3));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q2));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q1));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
+    __m256 p = _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(k + 127));
+    __m256 normal = _mm256_cmp_ps(n, _mm256_set1_ps((float)(-126 - k)), _CMP_GE_OQ);
+    return _mm256_and_ps(normal, _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23))));
+}
+
 /* x sigmoid(x) = x * (x<0 ? t : 1) / (1 + t), t = e^-|x|: never exp of a large positive number, so
- * no overflow and full relative accuracy for large negative x (where 1 - sigmoid would cancel). */
+ * no overflow and full relative accuracy for large negative x (where 1 - sigmoid would cancel).
+ * The blends read x's sign bit, so -0 and negative NaNs take the x < 0 branch: -0 gives -0 and a
+ * NaN stays NaN either way. 1.2-1.3x faster per value than with pt_exp2k256 and a compare for the
+ * blends, the same bits (1 thread, hot; all 2^32 inputs compared). */
 static inline __m256 pt_silu256(__m256 x) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
     __m256 nax = _mm256_or_ps(x, sign);
-    __m256 t_scaled = pt_exp2k256(nax, PT_ACT_SCALE_K);
+    __m256 t_scaled = pt_exp2k_nonpos256(nax, PT_ACT_SCALE_K);
     __m256 t = pt_unscale_vs_one256(t_scaled);
-    __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-    __m256 sig = _mm256_div_ps(_mm256_blendv_ps(one, t_scaled, neg), _mm256_add_ps(one, t));
-    __m256 fin = _mm256_blendv_ps(one, _mm256_set1_ps(PT_ACT_UNSCALE), neg);
+    __m256 sig = _mm256_div_ps(_mm256_blendv_ps(one, t_scaled, x), _mm256_add_ps(one, t));
+    __m256 fin = _mm256_blendv_ps(one, _mm256_set1_ps(PT_ACT_UNSCALE), x);
     return _mm256_mul_ps(_mm256_mul_ps(pt_no_neg_inf(x), sig), fin);
 }
 

@@ -1,12 +1,13 @@
 /* pt_simd_avx512.h - 16-lane AVX-512F versions of pt_simd_avx2.h's exp and SiLU, for the AVX-512
  * GEMM's epilogue.
  *
- * Bitwise contract: every lane runs the instructions of pt_exp2k256 / pt_silu256 in the same order
- * (the same constants, min/max with the same operand order, round-to-nearest, the same FMAs, an
- * IEEE division; masks replace blendv), except that e^x 2^k is scaled by 2^(n+k) with one vscalefps,
- * which rounds once as the AVX2 path's two power-of-two multiplies do. So a value gets the same bits
- * here as on the AVX2 path (all 2^32 inputs checked on 2026-11-22; a NaN stays NaN, but its sign may
- * differ: the compiler commutes multiplies). tests/test_kernels.py checks special values, random
+ * Bitwise contract: every lane runs the instructions of pt_exp2k256 and of pt_silu256 as it was
+ * before its trimmed exp (the same constants, min/max with the same operand order, round-to-nearest,
+ * the same FMAs, an IEEE division; masks replace blendv), except that e^x 2^k is scaled by 2^(n+k)
+ * with one vscalefps, which rounds once as pt_exp2k256's two power-of-two multiplies do. So a value
+ * gets the same bits here as on the AVX2 path (all 2^32 SiLU inputs checked on 2026-11-22, against
+ * both the old and the trimmed AVX2 SiLU; a NaN stays NaN, but its sign may differ: the compiler
+ * commutes multiplies). tests/test_kernels.py checks special values, random
  * bit patterns and dense sweeps of the ranges near overflow and underflow through the GEMM. */
 #ifndef PT_SIMD_AVX512_H
 #define PT_SIMD_AVX512_H
