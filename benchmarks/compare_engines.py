@@ -227,7 +227,7 @@ def main(argv=None):
         prof[B] = pt.call("profile", src=sources(B, 58101, seed=B), n_new=NEW_TOKENS, reps=3)["profile"]
     enc_prof = pt.call("profile_encoder", src=sources(16, 58101, seed=16), reps=5)["profile"]
     peak = {lanes: pt.call("fma_peak", threads=max(threads_list), lanes=lanes)["gflop_s"] for lanes in (8, 16)}
-    versions = {k: v for e in engs.values() for k, v in e.info["version"].items()}
+    versions = versions_raw = {k: v for e in engs.values() for k, v in e.info["version"].items()}
     for e in engs.values():
         e.close()
 
@@ -379,12 +379,15 @@ def main(argv=None):
                   f"the float32 model. The greedy ratio is lower than the step ratio: it includes the encoder "
                   f"and first step."]
     gem = enc_prof["gflop_s"]
+    # the peak of the path pytransformer ran on (16 lanes on AVX-512, 8 on AVX2 or with --isa avx2)
+    own_isa = str(versions_raw.get("pytransformer ISA path", ""))
+    lanes, path = (16, "AVX-512") if own_isa.startswith("avx512") else (8, "AVX2")
     table += ["", f"### Profile of the encoder, batch 16 x {SRC_LEN} tokens, {th} threads (best of 5; "
               f"uninstrumented {enc_prof['total']:.1f} ms, instrumented {enc_prof['instrumented']:.1f} ms)", "",
               f"FMA peak measured in the same run, {th} threads: "
               f"{peak[16] or 0:.0f} GFLOP/s with AVX-512, {peak[8] or 0:.0f} with AVX2. All GEMMs together: "
-              f"{gem['all GEMMs']:.0f} GFLOP/s" + (f" ({100 * gem['all GEMMs'] / peak[16]:.0f}% of the AVX-512 peak)."
-                                                 if peak[16] else "."), "",
+              f"{gem['all GEMMs']:.0f} GFLOP/s" + (f" ({100 * gem['all GEMMs'] / peak[lanes]:.0f}% of the {path} "
+                                                 f"peak, the path pytransformer ran on)." if peak[lanes] else "."), "",
               "| part | ms | share | GFLOP/s |", "|---|---|---|---|"]
     enc_total = sum(enc_prof["ms"].values())
     table += [f"| {k} | {v:.2f} | {100 * v / enc_total:.1f}% | {gem[k]:.0f} |" if k in gem else
