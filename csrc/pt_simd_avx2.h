@@ -66,10 +66,9 @@ static inline __m256 pt_transpose_sum8(__m256 a0, __m256 a1, __m256 a2, __m256 a
  * applied as two factors so results in the subnormal range are rounded once instead of flushed.
  * x is clamped to [-105 - k ln2, 89]: above, the product overflows to +inf as it should; below, the
  * result rounds to 0. k > 0 lets the activations keep e^x normal where x e^x is still a normal float. */
-static inline __m256 pt_exp2k256(__m256 x, int k) {
-    /* max/min return their second operand when one is NaN: keep x second so NaN survives the clamp */
-    const float lowest = -105.0f - 0.693147f * (float)k; /* e^lowest 2^k < 2^-150 */
-    __m256 xc = _mm256_min_ps(_mm256_set1_ps(PT_EXP_X_MAX), _mm256_max_ps(_mm256_set1_ps(lowest), x));
+/* The reduction and polynomial every exp here shares: for a clamped x, n = round(x log2 e) and
+ * e^r = 1 + r + r^2 Q(r) with r = x - n ln2; returns e^r and stores n. */
+static inline __m256 pt_exp_reduced256(__m256 xc, __m256 *n_out) {
     __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(PT_EXP_LOG2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_HI), xc);
@@ -81,7 +80,16 @@ static inline __m256 pt_exp2k256(__m256 x, int k) {
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q1));
     q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
     __m256 p = _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    *n_out = n;
+    return _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+}
+
+static inline __m256 pt_exp2k256(__m256 x, int k) {
+    /* max/min return their second operand when one is NaN: keep x second so NaN survives the clamp */
+    const float lowest = -105.0f - 0.693147f * (float)k; /* e^lowest 2^k < 2^-150 */
+    __m256 xc = _mm256_min_ps(_mm256_set1_ps(PT_EXP_X_MAX), _mm256_max_ps(_mm256_set1_ps(lowest), x));
+    __m256 n;
+    __m256 p = pt_exp_reduced256(xc, &n);
     __m256i ni = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(k));
     __m256i n1 = _mm256_srai_epi32(ni, 1);
     __m256i n2 = _mm256_sub_epi32(ni, n1);
@@ -138,18 +146,8 @@ static inline __m256 pt_unscale_vs_one256(__m256 scaled) {
 static inline __m256 pt_exp2k_nonpos256(__m256 x, int k) {
     const float lowest = -105.0f - 0.693147f * (float)k;
     __m256 xc = _mm256_max_ps(_mm256_set1_ps(lowest), x);   /* NaN, the second operand, passes */
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(PT_EXP_LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_HI), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PT_EXP_LN2_LO), r);
-    __m256 q = _mm256_set1_ps(PT_EXP_Q5);
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q4));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q3));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q2));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(PT_EXP_Q1));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
-    __m256 p = _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256 n;
+    __m256 p = pt_exp_reduced256(xc, &n);
     __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(k + 127));
     __m256 normal = _mm256_cmp_ps(n, _mm256_set1_ps((float)(-126 - k)), _CMP_GE_OQ);
     return _mm256_and_ps(normal, _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23))));
