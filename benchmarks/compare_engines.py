@@ -227,7 +227,7 @@ def main(argv=None):
         prof[B] = pt.call("profile", src=sources(B, 58101, seed=B), n_new=NEW_TOKENS, reps=3)["profile"]
     enc_prof = pt.call("profile_encoder", src=sources(16, 58101, seed=16), reps=5)["profile"]
     peak = {lanes: pt.call("fma_peak", threads=max(threads_list), lanes=lanes)["gflop_s"] for lanes in (8, 16)}
-    versions = versions_raw = {k: v for e in engs.values() for k, v in e.info["version"].items()}
+    versions = {k: v for e in engs.values() for k, v in e.info["version"].items()}
     for e in engs.values():
         e.close()
 
@@ -340,8 +340,8 @@ def main(argv=None):
            higher=False)
 
     machine = machine_line(",".join(map(str, threads_list)))
-    versions = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "pytransformer")
-    notes = [f"Machine: {machine}; {versions}; Python {platform.python_version()}." +
+    versions_line = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "pytransformer")
+    notes = [f"Machine: {machine}; {versions_line}; Python {platform.python_version()}." +
              (f" Every engine held to {args.isa.upper()} (--isa {args.isa}: " +
               ", ".join(f"{k}={v}" for k, v in ISA_ENV[args.isa].items()) + ")." if args.isa else
               " Each engine on its own choice of instruction set for this CPU."),
@@ -380,7 +380,7 @@ def main(argv=None):
                   f"and first step."]
     gem = enc_prof["gflop_s"]
     # the peak of the path pytransformer ran on (16 lanes on AVX-512, 8 on AVX2 or with --isa avx2)
-    own_isa = str(versions_raw.get("pytransformer ISA path", ""))
+    own_isa = str(versions.get("pytransformer ISA path", ""))
     lanes, path = (16, "AVX-512") if own_isa.startswith("avx512") else (8, "AVX2")
     table += ["", f"### Profile of the encoder, batch 16 x {SRC_LEN} tokens, {th} threads (best of 5; "
               f"uninstrumented {enc_prof['total']:.1f} ms, instrumented {enc_prof['instrumented']:.1f} ms)", "",
@@ -402,7 +402,7 @@ def main(argv=None):
     table += ["", "### Shipped dates model vs its PyTorch reference", ""]
     dates_md = os.path.join(args.out, "dates.md")
     table += open(dates_md).read().splitlines()[2:] if os.path.exists(dates_md) else [dates.stderr[-500:]]
-    data = {"machine": machine, "versions": versions, "loadavg_before": uptime_before, "loadavg_after": uptime_after,
+    data = {"machine": machine, "versions": versions_line, "loadavg_before": uptime_before, "loadavg_after": uptime_after,
             "steal_share": steal,
             "timing_raw_s": {str(k): v for k, v in timing.items()}, "derived": data_rows, "probes": probes,
             "bandwidth_gb_s": bw, "step_bytes": step_bytes, "screened_step_bytes": screened_bytes, "profile_ms": prof, "encoder_profile": enc_prof,

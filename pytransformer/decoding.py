@@ -87,6 +87,7 @@ class DecoderState:
         self.qkv = np.empty((batch, 3 * a), dtype=np.float32)
         self.logits = np.empty((batch, cfg.tgt_vocab_size), dtype=np.float32)
         self.step_views = None       # made by Model.decode_hidden at the first step
+        self.rel_bias = None         # T5's decoder relative-position table, set by Model.start_decoding
         from . import _kernels
         self.scratch = np.empty(_kernels.attention_scratch_size(max(max_steps, src_len, 1)), dtype=np.float32)
 
@@ -105,8 +106,7 @@ class DecoderState:
         new.self_k[:, :, :, :t] = self.self_k[:, rows, :, :t]
         new.self_v[:, :, :, :t] = self.self_v[:, rows, :, :t]
         new.step = t
-        if hasattr(self, "rel_bias"):
-            new.rel_bias = self.rel_bias
+        new.rel_bias = self.rel_bias
         return new
 
 

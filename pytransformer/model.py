@@ -475,8 +475,8 @@ class Model:
                         bias=bias, causal=causal, scale=attn.scale)
             return out
         for _, first, n in packed.segments:
-            rows = qkv[first:first + n]
-            K.attention(attn.heads_view(rows, 1, n, 0), attn.heads_view(rows, 1, n, 1), attn.heads_view(rows, 1, n, 2),
+            seq = qkv[first:first + n]          # one sequence's q/k/v rows
+            K.attention(attn.heads_view(seq, 1, n, 0), attn.heads_view(seq, 1, n, 1), attn.heads_view(seq, 1, n, 2),
                         out[first:first + n].reshape(1, n, attn.heads, attn.head_dim),
                         bias=None if bias is None else bias[:, :n, :n], causal=causal, scale=attn.scale)
         return out
@@ -499,8 +499,18 @@ class Model:
         return memory.reshape(ids.shape[0], ids.shape[1], -1), lens
 
     def _encode_ids(self, ids, lens):
-        """Encoder output (B*S, d) for padded ids (B, S); padding rows are zero. When enough of the
-        batch is padding, only the token rows go through the layers (_PackedRows)."""
+        """Encoder output (B*S, d) for padded ids (B, S); padding rows are zero."""
+        B, S = ids.shape
+        x, packed = self._encode_tokens(ids, lens)
+        if packed is not None:
+            return packed.unpack(x)
+        x.reshape(B, S, -1)[np.arange(S)[None, :] >= lens[:, None]] = 0.0
+        return x
+
+    def _encode_tokens(self, ids, lens):
+        """The encoder's output rows for padded ids (B, S) and their _PackedRows: when enough of the
+        batch is padding, only the token rows go through the layers and come back (packed is then
+        not None); otherwise all B*S rows, padding rows holding whatever the layers made of them."""
         B, S = ids.shape
         packed = _PackedRows.of(lens, S)
         if packed is None:
@@ -520,10 +530,7 @@ class Model:
             x = _sublayer(self.pre_norm, layer.ffn_norm, x, layer.ffn)
         if self.enc_final is not None:
             x = self.enc_final(x)
-        if packed is None:
-            x.reshape(B, S, -1)[np.arange(S)[None, :] >= lens[:, None]] = 0.0
-            return x
-        return packed.unpack(x)
+        return x, packed
 
     # ------------------------------------------------------------------ decoder
     def cross_kv(self, memory, B, S, lens=None):
@@ -536,9 +543,14 @@ class Model:
         packed = None if lens is None else _PackedRows.of(lens, S)
         if packed is not None:
             mem2 = packed.gather(mem2, np.empty((packed.rows.size, mem2.shape[1]), mem2.dtype))
+        return self._cross_kv_rows(mem2, packed, B, S)
+
+    def _cross_kv_rows(self, rows, packed, B, S):
+        """cross_kv from the encoder's output rows: all B*S of them (packed None) or the token rows
+        of packed, as _encode_tokens returns them."""
         out = []
         for layer in self.decoder_layers:
-            kv = layer.cross_attn.kv(mem2)
+            kv = layer.cross_attn.kv(rows)
             if packed is None:
                 out.append(np.ascontiguousarray(kv.reshape(B, S, 2, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)))
                 continue
@@ -569,8 +581,7 @@ class Model:
         if self.dec_pos is not None and T > self.max_positions:
             raise ValueError(f"target has {T} tokens, more than the model's {self.max_positions} positions")
         S = ids.shape[1]
-        memory = self._encode_ids(ids, lens)
-        cross = self.cross_kv(memory, B, S, lens)
+        cross = self._cross_kv_rows(*self._encode_tokens(ids, lens), B, S)
         x = self._embed(tgt.astype(np.int32), self.tgt_embed, self.dec_pos, self.dec_emb_norm)
         ctx = np.empty((B * T, self.attention_dim), dtype=np.float32)
         full = np.full(B, T, dtype=np.int32)
@@ -617,9 +628,8 @@ class Model:
         ids, lens = self.prepare_source(src, lengths)
         if self.dec_pos is not None and max_steps > self.max_positions:
             raise ValueError(f"cannot decode {max_steps} positions: the model has {self.max_positions}")
-        memory = self._encode_ids(ids, lens)
         B, S = ids.shape
-        state = DecoderState(self, B, S, lens, self.cross_kv(memory, B, S, lens), max_steps)
+        state = DecoderState(self, B, S, lens, self._cross_kv_rows(*self._encode_tokens(ids, lens), B, S), max_steps)
         if self.dec_rel is not None:
             # (heads, max_steps) table over relative positions -(max_steps-1) .. 0: query t's bias
             # over keys 0..t is its last t+1 columns
