@@ -1,7 +1,8 @@
-/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins), OpenMP facts, heap trimming. */
+/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins), the L2 size, OpenMP facts, heap trimming. */
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#include <unistd.h>
 #endif
 #include "pt_cpu.h"
 
@@ -78,6 +79,15 @@ int pt_num_procs(void) {
     return omp_get_num_procs();
 #else
     return 1;
+#endif
+}
+
+long pt_cpu_l2_bytes(void) {
+#if defined(__GLIBC__) && defined(_SC_LEVEL2_CACHE_SIZE)
+    long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? v : 0;
+#else
+    return 0;
 #endif
 }
 

@@ -18,6 +18,9 @@ int pt_cpu_has(const char *feature);
 int pt_openmp_enabled(void);
 /* omp_get_num_procs() with OpenMP, else 1. */
 int pt_num_procs(void);
+/* The per-core L2 data cache in bytes as the C library reports it (glibc reads it from CPUID), or 0
+ * when it does not (another C library, a hypervisor that hides it). */
+long pt_cpu_l2_bytes(void);
 /* Return the heap memory that malloc keeps free to the operating system (glibc's malloc_trim);
  * 1 if some was returned, 0 if none or not available. */
 int pt_release_free_heap(void);

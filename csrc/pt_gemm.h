@@ -54,6 +54,26 @@ int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
 int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                           int m, int n, int k, int act, int nthreads);
+/* ---- cache blocking
+ * The block sizes of the AVX2 and AVX-512 paths (B bytes kept in L2 per row-tile sweep, B bytes per
+ * parallel chunk) were measured best on a core with a 2 MiB L2. On a core with a smaller L2 they
+ * shrink in proportion to it, so that a block still fits (a 512 KiB L2, as on many AMD EPYC cores,
+ * gets a quarter of each); a larger or unknown L2 keeps them. k is never blocked, so the block sizes
+ * change the order in which outputs are computed, never their bits. */
+#define PT_GEMM_TUNED_L2_BYTES ((size_t)2 << 20)
+/* Accepted range of an L2 size (bytes); a detected value outside it counts as unknown. */
+#define PT_GEMM_MIN_L2_BYTES ((size_t)16 << 10)
+#define PT_GEMM_MAX_L2_BYTES ((size_t)1 << 30)
+/* The L2 size the blocks are fitted to: the one set by pt_gemm_set_l2_bytes, else the detected one
+ * (pt_cpu_l2_bytes), else 0 (unknown). */
+size_t pt_gemm_l2_bytes(void);
+/* Fit the blocks to an L2 of `bytes` (within the accepted range; 0 returns to the detected size):
+ * for tests and for machines that report their cache wrongly. PT_OK or PT_ERR_ARG. Takes effect
+ * for the GEMMs that start afterwards. */
+int pt_gemm_set_l2_bytes(size_t bytes);
+/* A block size measured best with a PT_GEMM_TUNED_L2_BYTES L2, fitted to pt_gemm_l2_bytes(). */
+size_t pt_gemm_fit_l2(size_t tuned_bytes);
+
 /* Any of the three, as chosen at run time. */
 typedef int (*pt_gemm_packed_fn)(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                                  const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,

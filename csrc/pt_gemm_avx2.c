@@ -16,7 +16,8 @@
 #define PT_GEMM_MR 6
 
 /* Bytes of packed B kept hot in the (per-core) L2 while every row tile sweeps over it; the
- * A rows of one tile (6 x k floats) stay in L1 while they meet all those panels. */
+ * A rows of one tile (6 x k floats) stay in L1 while they meet all those panels. For a 2 MiB L2;
+ * this and PT_GEMM_OVERLAP_B_BYTES shrink with a smaller one (pt_gemm_fit_l2). */
 #define PT_GEMM_L2_B_BYTES (1u << 20)
 
 /* How many k steps (= 64-byte panel rows) ahead each B stream is prefetched. The hardware
@@ -176,7 +177,7 @@ static void region_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
     size_t panel_bytes = pstride * sizeof(float);
     int ntiles = (r1 - r0 + PT_GEMM_MR - 1) / PT_GEMM_MR;
     int overlap = ntiles >= 2 && r1 - r0 <= PT_GEMM_OVERLAP_ROWS;
-    int block = (int)((overlap ? PT_GEMM_OVERLAP_B_BYTES : PT_GEMM_L2_B_BYTES) / panel_bytes);
+    int block = (int)(pt_gemm_fit_l2(overlap ? PT_GEMM_OVERLAP_B_BYTES : PT_GEMM_L2_B_BYTES) / panel_bytes);
     block = block < PT_GEMM_MAX_NP ? PT_GEMM_MAX_NP : block - block % PT_GEMM_MAX_NP;
 
     for (int pb = p0; pb < p1; pb += block) {

@@ -26,7 +26,8 @@
  * (one broadcast per FMA) was clearly slowest. */
 #define PT_GEMM512_MR 8
 
-/* Bytes of packed B kept hot in the (per-core) L2 while every row tile sweeps over it. */
+/* Bytes of packed B kept hot in the (per-core) L2 while every row tile sweeps over it, for a 2 MiB
+ * L2 (shrinks with a smaller one: pt_gemm_fit_l2). */
 #ifndef PT_GEMM512_L2_B_BYTES
 #define PT_GEMM512_L2_B_BYTES (1u << 20)
 #endif
@@ -142,7 +143,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
     _Alignas(64) float tile[PT_GEMM512_MR * PT_GEMM512_TILE_LD];
     size_t pstride = (size_t)k * PT_NR;
     size_t panel_bytes = pstride * sizeof(float);
-    int block = (int)(PT_GEMM512_L2_B_BYTES / panel_bytes);
+    int block = (int)(pt_gemm_fit_l2(PT_GEMM512_L2_B_BYTES) / panel_bytes);
     block = block < PT_GEMM512_MAX_NP ? PT_GEMM512_MAX_NP : block - block % PT_GEMM512_MAX_NP;
 
     for (int pb = p0; pb < p1; pb += block) {

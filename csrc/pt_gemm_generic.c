@@ -3,6 +3,7 @@
 #include "pt_gemm_internal.h"
 #include "pt_activation.h"
 #include "pt_common.h"   /* pt_parallel_tasks */
+#include "pt_cpu.h"      /* pt_cpu_l2_bytes */
 
 /* Below this many multiply-adds a parallel region costs more than it saves. */
 #define PT_GEMM_GRAIN ((double)(1 << 18))
@@ -29,6 +30,37 @@ int pt_gemm_team_size(int m, int n, int k, int nthreads) {
     return nthreads;
 }
 
+/* ---- the L2 size the blocks are fitted to (pt_gemm.h) */
+
+/* Set by pt_gemm_set_l2_bytes (0: none); the detected size, looked up once (-1: not yet). Plain
+ * word-sized loads and stores: a racing first lookup stores the same value twice. */
+static volatile size_t l2_override = 0;
+static volatile long l2_detected = -1;
+
+size_t pt_gemm_l2_bytes(void) {
+    size_t set = l2_override;
+    if (set != 0) return set;
+    long d = l2_detected;
+    if (d < 0) {
+        long v = pt_cpu_l2_bytes();
+        d = (v >= (long)PT_GEMM_MIN_L2_BYTES && (size_t)v <= PT_GEMM_MAX_L2_BYTES) ? v : 0;
+        l2_detected = d;
+    }
+    return (size_t)d;
+}
+
+int pt_gemm_set_l2_bytes(size_t bytes) {
+    if (bytes != 0 && (bytes < PT_GEMM_MIN_L2_BYTES || bytes > PT_GEMM_MAX_L2_BYTES)) return PT_ERR_ARG;
+    l2_override = bytes;
+    return PT_OK;
+}
+
+size_t pt_gemm_fit_l2(size_t tuned_bytes) {
+    size_t l2 = pt_gemm_l2_bytes();
+    if (l2 == 0 || l2 >= PT_GEMM_TUNED_L2_BYTES) return tuned_bytes;
+    return (size_t)((double)tuned_bytes * (double)l2 / (double)PT_GEMM_TUNED_L2_BYTES);
+}
+
 /* How a parallel GEMM is cut into chunks. Threads take chunks as they finish the previous one, so a
  * thread slowed down by another process (these machines are shared) or by a narrower edge tile
  * does not hold the whole product back; the region's cache blocking works inside a chunk.
@@ -38,7 +70,8 @@ int pt_gemm_team_size(int m, int n, int k, int nthreads) {
  * there are dozens of chunks to share out. On the 512 x {512, 1536, 2048} x {512, 2048} GEMMs of a
  * batch-16 encoder this was 1.04-1.13x faster over the whole encoder than the earlier 4 chunks of
  * whole panel groups (alternated in one process, 2 threads; 128 rows x 384 KiB the best of 64/128
- * rows x 256/384/768 KiB, the others within noise of it).
+ * rows x 256/384/768 KiB, the others within noise of it). With a smaller L2 the B bytes shrink in
+ * proportion (pt_gemm_fit_l2).
  * Few rows (decode steps, short batches): PT_GEMM_CHUNKS_PER_THREAD chunks of whole panel groups
  * (each thread streams its own share of the weights once) or, with few panels, of row tiles. */
 #define PT_GEMM_CHUNKS_PER_THREAD 2
@@ -71,7 +104,7 @@ static void gemm_split(gemm_job *j, int row_unit, int panel_unit, int tile_panel
     int row_units = ceil_div(j->m, row_unit);
     if (row_units >= 2 * team && j->m > PT_GEMM_BLOCK_ROWS) {
         j->rblock = ceil_div(PT_GEMM_BLOCK_ROWS, row_unit) * row_unit;
-        size_t fit = PT_GEMM_BLOCK_B_BYTES / ((size_t)j->k * PT_NR * sizeof(float));
+        size_t fit = pt_gemm_fit_l2(PT_GEMM_BLOCK_B_BYTES) / ((size_t)j->k * PT_NR * sizeof(float));
         /* a whole number of the main micro-kernel's panel groups, at least one */
         int pb = fit < (size_t)tile_panels ? tile_panels : (int)(fit - fit % (size_t)tile_panels);
         j->pblock = pb < j->npanels ? pb : j->npanels;

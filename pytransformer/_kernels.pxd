@@ -31,6 +31,7 @@ cdef extern from "pt_cpu.h" nogil:
     int pt_openmp_enabled()
     int pt_num_procs()
     int pt_release_free_heap()
+    long pt_cpu_l2_bytes()
 
 cdef extern from "pt_pool.h" nogil:
     int pt_pool_available()
@@ -52,6 +53,13 @@ cdef extern from "pt_gemm.h" nogil:
     int pt_gemm_packed_avx512(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
                               const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
                               int m, int n, int k, int act, int nthreads)
+    size_t pt_gemm_l2_bytes()
+    int pt_gemm_set_l2_bytes(size_t nbytes)
+    size_t pt_gemm_fit_l2(size_t tuned_bytes)
+    enum:
+        PT_GEMM_TUNED_L2_BYTES
+        PT_GEMM_MIN_L2_BYTES
+        PT_GEMM_MAX_L2_BYTES
     ctypedef int (*pt_gemm_packed_fn)(const float *a, Py_ssize_t lda, const float *bp, const float *bias,
                                       const float *residual, Py_ssize_t ldr, float *c, Py_ssize_t ldc,
                                       int m, int n, int k, int act, int nthreads)

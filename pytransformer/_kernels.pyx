@@ -124,7 +124,34 @@ def cpu_info():
         "num_procs": pt_num_procs(),
         "fork_safe_mode": bool(_fork_safe_mode),
         "thread_pool": bool(pt_pool_available()),
+        "l2_bytes": int(pt_cpu_l2_bytes()),
+        "gemm_l2_bytes": int(pt_gemm_l2_bytes()),
     }
+
+
+def gemm_l2_bytes():
+    """The per-core L2 size (bytes) the GEMM's cache blocks are fitted to: the one set with
+    set_gemm_l2_bytes, else the detected one, else 0 (unknown: the blocks measured best on a 2 MiB L2)."""
+    return int(pt_gemm_l2_bytes())
+
+
+def set_gemm_l2_bytes(nbytes):
+    """Fit the GEMM's cache blocks to a per-core L2 of nbytes (0: back to the detected size), e.g.
+    where a virtual machine reports the cache wrongly. Results are bitwise the same at any setting."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+    n = int(nbytes)
+    if n != 0 and not PT_GEMM_MIN_L2_BYTES <= n <= PT_GEMM_MAX_L2_BYTES:
+        raise ValueError(f"nbytes must be 0 (the detected size) or between {PT_GEMM_MIN_L2_BYTES} and "
+                         f"{PT_GEMM_MAX_L2_BYTES}, got {n}")
+    _status(pt_gemm_set_l2_bytes(<size_t>n), "set_gemm_l2_bytes")
+
+
+def gemm_fit_l2(tuned_bytes):
+    """A block size measured best on a 2 MiB L2 (bytes), as fitted to gemm_l2_bytes(); for tests."""
+    if tuned_bytes < 0:
+        raise ValueError(f"tuned_bytes must be >= 0, got {tuned_bytes}")
+    return int(pt_gemm_fit_l2(<size_t>tuned_bytes))
 
 
 def set_thread_pool(bint enabled):

@@ -1,4 +1,7 @@
 """test_kernels.py - every kernel against float64 NumPy references, on both ISA paths and 1/2 threads."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -78,6 +81,56 @@ def test_gemm_bitwise_same_for_1_and_2_threads(isa, m, n, k, rng):
     c1 = with_threads(1, K.gemm, a, wp, bias, None, "gelu")
     c2 = with_threads(2, K.gemm, a, wp, bias, None, "gelu")
     np.testing.assert_array_equal(c1, c2)
+
+
+@pytest.fixture
+def gemm_l2():
+    """Restores the detected L2 size after a test that sets another."""
+    yield K.set_gemm_l2_bytes
+    K.set_gemm_l2_bytes(0)
+
+
+def test_gemm_l2_size_detected_and_fitted(gemm_l2):
+    info = pytransformer.cpu_info()
+    detected = info["l2_bytes"]
+    sysconf = os.sysconf("SC_LEVEL2_CACHE_SIZE") if "SC_LEVEL2_CACHE_SIZE" in os.sysconf_names else None
+    if sys.platform.startswith("linux") and sysconf is not None and sysconf > 0:
+        assert detected == sysconf
+    in_range = 16 << 10 <= detected <= 1 << 30
+    assert K.gemm_l2_bytes() == info["gemm_l2_bytes"] == (detected if in_range else 0)
+    gemm_l2(512 << 10)                     # a quarter of the 2 MiB the block sizes were measured on
+    assert K.gemm_l2_bytes() == 512 << 10
+    assert (K.gemm_fit_l2(1 << 20), K.gemm_fit_l2(384 << 10)) == (256 << 10, 96 << 10)
+    gemm_l2(4 << 20)                       # larger than that: the measured sizes stay
+    assert (K.gemm_fit_l2(1 << 20), K.gemm_fit_l2(384 << 10)) == (1 << 20, 384 << 10)
+    gemm_l2(0)
+    assert K.gemm_l2_bytes() == info["gemm_l2_bytes"]
+
+
+@pytest.mark.parametrize("bad,exc", [(-1, ValueError), (1000, ValueError), ((1 << 30) + 1, ValueError),
+                                     (2.0, TypeError), (True, TypeError), ("512k", TypeError)])
+def test_gemm_l2_size_rejects_bad_values(gemm_l2, bad, exc):
+    before = K.gemm_l2_bytes()
+    with pytest.raises(exc, match="nbytes"):
+        gemm_l2(bad)
+    assert K.gemm_l2_bytes() == before
+
+
+@pytest.mark.parametrize("l2", [16 << 10, 96 << 10, 512 << 10, 64 << 20])
+def test_gemm_cache_blocks_do_not_change_bits(isa, gemm_l2, l2, rng):
+    """Blocks fitted to a smaller L2 (more panel blocks per row-tile sweep, smaller parallel chunks)
+    change the order of the work, never a result's bits: k is not blocked."""
+    for m, n, k in [(1, 2048, 512), (16, 2048, 512), (45, 530, 300), (260, 200, 1100), (300, 1000, 512),
+                    (200, 96, 2048)]:
+        a, w, bias, res = f32(rng, m, k), f32(rng, n, k), f32(rng, n), f32(rng, m, n)
+        wp = K.pack(w, transpose=True)
+        gemm_l2(0)
+        want = [with_threads(t, K.gemm, a, wp, bias, res, "silu") for t in (1, 2)]
+        np.testing.assert_array_equal(want[0], want[1])
+        gemm_l2(l2)
+        for t in (1, 2):
+            np.testing.assert_array_equal(with_threads(t, K.gemm, a, wp, bias, res, "silu"), want[0],
+                                          err_msg=f"{m}x{n}x{k}, {t} thread(s), L2 {l2}")
 
 
 @pytest.mark.parametrize("m", [2, 5, 8, 9, 37, 100])
