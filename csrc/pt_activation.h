@@ -16,4 +16,12 @@ int pt_bias_activation_avx2(const float *x, ptrdiff_t ldx, const float *bias, fl
 void pt_activation_inplace_generic(float *x, size_t n, int act);
 void pt_activation_inplace_avx2(float *x, size_t n, int act);
 
+/* The SiLU of the AVX-512 GEMM epilogue (pt_silu512) against the AVX2 one (pt_activation_inplace_avx2,
+ * what the AVX2 epilogue runs) for the count float32 bit patterns first, first + 1, ... (count
+ * <= 2^32; wraps past 0xffffffff), on up to nthreads threads of the worker team: the bits must be
+ * equal, a NaN only needs a NaN. Returns how many differ and the lowest such pattern in *first_diff
+ * (untouched when none), or -1 when the AVX-512 path is not compiled in. Defined in
+ * pt_gemm_avx512.c; the suite checks all 2^32 inputs with it. */
+long long pt_silu_check_paths(uint32_t first, uint64_t count, int nthreads, uint32_t *first_diff);
+
 #endif

@@ -1,4 +1,6 @@
-/* pt_gemm_avx512.c - AVX-512F float32 GEMM on packed B panels: one zmm per panel row, register-blocked micro-kernels, skinny decode shapes, the AVX2 epilogue. */
+/* pt_gemm_avx512.c - AVX-512F float32 GEMM on packed B panels: one zmm per panel row, register-blocked micro-kernels, skinny decode shapes, the AVX2 epilogue (SiLU in 16 lanes, with its exhaustive check against the AVX2 one). */
+#include <stdint.h>
+#include "pt_activation.h"
 #include "pt_gemm.h"
 
 #ifdef PT_HAVE_AVX512
@@ -129,6 +131,67 @@ static void epilogue_avx512(float *vals, const float *bias, const float *res, fl
     pt_gemm_epilogue_avx2(vals, NULL, res, out, j0, np, n, PT_ACT_NONE);
 }
 
+// ---- the exhaustive SiLU check (pt_activation.h)
+
+/* Bit patterns per task of the check, and per buffer inside a task. */
+#define SILU_CHECK_TASK ((uint64_t)1 << 22)
+#define SILU_CHECK_BUF 1024
+
+typedef struct {
+    uint32_t first;
+    uint64_t count;
+    long long diffs;      /* updated atomically */
+    uint32_t lowest;      /* offset of the lowest differing pattern from first; atomic min */
+} silu_check_job;
+
+static void silu_check_task(void *ctx, int t) {
+    silu_check_job *j = (silu_check_job *)ctx;
+    _Alignas(64) float x2[SILU_CHECK_BUF], x5[SILU_CHECK_BUF];
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    uint64_t off0 = (uint64_t)t * SILU_CHECK_TASK;
+    uint64_t off1 = j->count - off0 < SILU_CHECK_TASK ? j->count : off0 + SILU_CHECK_TASK;
+    long long diffs = 0;
+    uint32_t lowest = UINT32_MAX;
+    for (uint64_t off = off0; off < off1; off += SILU_CHECK_BUF) {
+        int len = off1 - off < SILU_CHECK_BUF ? (int)(off1 - off) : SILU_CHECK_BUF;
+        /* the patterns first + off + i (mod 2^32), both copies */
+        for (int i = 0; i < len; i += 16) {
+            __m512i bits = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)(j->first + off + (uint64_t)i)), iota);
+            _mm512_store_si512((void *)(x2 + i), bits);
+            _mm512_store_si512((void *)(x5 + i), bits);
+        }
+        pt_activation_inplace_avx2(x2, (size_t)len, PT_ACT_SILU);
+        for (int i = 0; i < len; i += 16) {
+            __mmask16 m = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1u);
+            __m512 v5 = pt_silu512(_mm512_maskz_loadu_ps(m, x5 + i));
+            __m512 v2 = _mm512_maskz_loadu_ps(m, x2 + i);
+            __mmask16 same = _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v2), _mm512_castps_si512(v5));
+            __mmask16 nans = _mm512_cmp_ps_mask(v2, v2, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(v5, v5, _CMP_UNORD_Q);
+            __mmask16 bad = (__mmask16)(m & ~(same | nans));
+            if (bad) {
+                if (diffs == 0) lowest = (uint32_t)(off + (uint64_t)i + (uint64_t)__builtin_ctz(bad));
+                diffs += __builtin_popcount(bad);
+            }
+        }
+    }
+    if (diffs > 0) {
+        __atomic_fetch_add(&j->diffs, diffs, __ATOMIC_RELAXED);
+        uint32_t cur = __atomic_load_n(&j->lowest, __ATOMIC_RELAXED);
+        while (lowest < cur &&
+               !__atomic_compare_exchange_n(&j->lowest, &cur, lowest, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+    }
+}
+
+long long pt_silu_check_paths(uint32_t first, uint64_t count, int nthreads, uint32_t *first_diff) {
+    if (count > ((uint64_t)1 << 32) || nthreads < 1) return -1;
+    silu_check_job j = {first, count, 0, UINT32_MAX};
+    int tasks = (int)((count + SILU_CHECK_TASK - 1) / SILU_CHECK_TASK);
+    if (tasks > 0) pt_parallel_tasks(nthreads < tasks ? nthreads : tasks, tasks, silu_check_task, &j);
+    if (j.diffs > 0 && first_diff != NULL) *first_diff = (uint32_t)(first + j.lowest);
+    return j.diffs;
+}
+
 // ---- driver
 
 /* Rows [r0, r1) x panels [p0, p1) of the output, on one thread.
@@ -178,7 +241,12 @@ int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
                          bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
 }
 
-#else /* built without AVX-512: keep the symbol so the bindings link, and refuse the path */
+#else /* built without AVX-512: keep the symbols so the bindings link, and refuse the path */
+
+long long pt_silu_check_paths(uint32_t first, uint64_t count, int nthreads, uint32_t *first_diff) {
+    (void)first; (void)count; (void)nthreads; (void)first_diff;
+    return -1;
+}
 
 int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,

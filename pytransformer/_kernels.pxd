@@ -108,6 +108,7 @@ cdef extern from "pt_activation.h" nogil:
                                    int rows, int cols, int act, int nthreads)
     int pt_bias_activation_avx2(const float *x, Py_ssize_t ldx, const float *bias, float *y, Py_ssize_t ldy,
                                 int rows, int cols, int act, int nthreads)
+    long long pt_silu_check_paths(uint32_t first, unsigned long long count, int nthreads, uint32_t *first_diff)
 
 cdef extern from "pt_softmax.h" nogil:
     int pt_softmax_generic(const float *x, Py_ssize_t ldx, float *y, Py_ssize_t ldy, int rows, int cols,

@@ -970,6 +970,28 @@ def probe_read_bandwidth(object buf, int nthreads=0):
     return s
 
 
+def silu_check_paths(first=0, count=1 << 32, nthreads=0):
+    """Compare the SiLU of the AVX-512 GEMM epilogue with the AVX2 one, bit for bit, on the count
+    float32 bit patterns from first (a NaN only needs a NaN). Returns (patterns that differ, lowest
+    such pattern or None). For the suite's check of every float32 input; raises RuntimeError when the
+    CPU or this build has no AVX-512 path."""
+    if not avx512_available():
+        raise RuntimeError("silu_check_paths needs the AVX-512 path, which this CPU or build lacks")
+    if not 0 <= first < 1 << 32:
+        raise ValueError(f"first must be a float32 bit pattern in [0, 2**32), got {first}")
+    if not 0 <= count <= 1 << 32:
+        raise ValueError(f"count must be in [0, 2**32], got {count}")
+    cdef uint32_t f = first, lowest = 0
+    cdef unsigned long long c = count
+    cdef int nt = 1 if _fork_safe_mode else (nthreads if nthreads > 0 else _nthreads)
+    cdef long long diffs
+    with nogil:
+        diffs = pt_silu_check_paths(f, c, nt, &lowest)
+    if diffs < 0:
+        raise RuntimeError("silu_check_paths: the AVX-512 path is not compiled in")
+    return int(diffs), (int(lowest) if diffs > 0 else None)
+
+
 def probe_fma(long iters, int nthreads=0, int lanes=8):
     """iters rounds of independent FMAs per thread: PT_PROBE_CHAINS x 8 lanes on the AVX2 path, or with
     lanes=16 PT_PROBE_CHAINS_512 x 16 lanes on the AVX-512 path. Returns the flops done (0 when the

@@ -1,4 +1,6 @@
 """conftest.py - shared fixtures and the one place where numerical tolerances are set."""
+import os
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,8 @@ LOGITS_ATOL = 1e-4
 
 ISAS = K.available_isas()
 THREADS = [1, 2]
+# .ci/sanitize runs the suite with AddressSanitizer preloaded
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 @pytest.fixture(params=ISAS)

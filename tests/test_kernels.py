@@ -11,7 +11,7 @@ from pytransformer import _kernels as K
 from pytransformer import ops
 
 from conftest import (ATTENTION_ATOL, ELEMWISE_ATOL, ELEMWISE_RTOL, GEMM_RTOL, NORM_ATOL, SOFTMAX_ATOL,
-                      with_threads)
+                      UNDER_ASAN, with_threads)
 import reference as ref
 
 SIZES = [1, 2, 7, 15, 16, 17, 33, 511, 1025]
@@ -178,6 +178,35 @@ def test_avx512_gemm_bitwise_equals_avx2(rng):
             np.testing.assert_array_equal(inplace, K.gemm(a, wp, None, res, "relu"))
     finally:
         K.set_isa(before)
+
+
+def test_avx512_silu_equals_avx2_for_every_float32():
+    """The AVX-512 epilogue's SiLU against the AVX2 one on all 2^32 float32 bit patterns (a NaN only
+    needs a NaN), in C on both threads (silu_check_paths). Under AddressSanitizer, where the
+    vector code runs several times slower, the 2^24 patterns around each of 0, 1, 80, 104 and
+    their negatives, the ranges where the two ways of scaling e^x could part."""
+    if not K.avx512_available():
+        pytest.skip("this CPU or build has no AVX-512F: there is no avx512 path to compare")
+    if UNDER_ASAN:
+        centres = np.array([0.0, 1.0, 80.0, 104.0, -0.0, -1.0, -80.0, -104.0], np.float32).view(np.uint32)
+        ranges = [(int(c) - (1 << 23)) % (1 << 32) for c in centres]
+        results = [K.silu_check_paths(first, 1 << 24, 2) for first in ranges]
+    else:
+        results = [K.silu_check_paths(0, 1 << 32, 2)]
+    for diffs, lowest in results:
+        assert diffs == 0, f"{diffs} inputs differ, the lowest bit pattern 0x{lowest:08x}"
+
+
+def test_silu_check_paths_arguments():
+    if not K.avx512_available():
+        with pytest.raises(RuntimeError, match="AVX-512"):
+            K.silu_check_paths(0, 16)
+        return
+    assert K.silu_check_paths(0xfffffff0, 32) == (0, None)      # wraps past 0xffffffff
+    assert K.silu_check_paths(0x3f800000, 0) == (0, None)
+    for first, count in ((-1, 16), (1 << 32, 16), (0, -1), (0, (1 << 32) + 1)):
+        with pytest.raises(ValueError):
+            K.silu_check_paths(first, count)
 
 
 def test_avx512_silu_epilogue_bitwise_equals_avx2(rng):

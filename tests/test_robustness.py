@@ -26,7 +26,7 @@ import pytest
 import pytransformer
 from pytransformer import _kernels as K
 from pytransformer.config import ModelConfig, expected_tensors
-from conftest import with_threads
+from conftest import UNDER_ASAN, with_threads
 from model_configs import PARITY_CONFIGS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -312,7 +312,7 @@ def test_repeated_loads_release_files_and_mappings(tmp_path):
     # Under AddressSanitizer (.ci/sanitize preloads it) freed memory waits in a quarantine of up to
     # 256 MB before it is reused, so the resident set grows whether or not anything leaks: there the
     # bound says nothing, and ASan itself checks the memory. Every other run checks it.
-    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+    if not UNDER_ASAN:
         assert rss_bytes() - rss <= 4 << 20
 
 
