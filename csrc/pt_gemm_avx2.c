@@ -166,8 +166,8 @@ static void prefetch_l2(const char *p, size_t bytes) {
  * About 1.5% of the encoder's GEMM time, below what the whole encoder resolves (0.98x, 1.01x at
  * 2 threads, 1.005x at 1, paired medians of 24-30 rounds); greedy batch 1 1.00x, batch 16 0.99x. */
 void pt_gemm_prefetch_out(const float *residual, ptrdiff_t ldr, const float *c, ptrdiff_t ldc, int i, int rows,
-                          int j0, int cols) {
-    size_t bytes = (size_t)cols * sizeof(float);
+                          int j0, int np, int n) {
+    size_t bytes = (size_t)(n - j0 < np * PT_NR ? n - j0 : np * PT_NR) * sizeof(float);
     for (int r = 0; r < rows; r++) {
         const float *cr = c + (ptrdiff_t)(i + r) * ldc + j0;
         const float *rr = residual != NULL ? residual + (ptrdiff_t)(i + r) * ldr + j0 : NULL;
@@ -229,8 +229,7 @@ static void region_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
                     next = (const char *)(bp + (size_t)pn * pstride) + (size_t)tile_no * lines * 64;
                     next_step = (unsigned)((lines << 16) / (size_t)k);
                 }
-                int jp = p * PT_NR;
-                pt_gemm_prefetch_out(residual, ldr, c, ldc, i, rows, jp, n - jp < np * PT_NR ? n - jp : np * PT_NR);
+                pt_gemm_prefetch_out(residual, ldr, c, ldc, i, rows, p * PT_NR, np, n);
                 (np == wide_panels[rows] ? wide_tile : one_panel_tile)[rows](arow, bp + (size_t)p * pstride, pstride,
                                                                              k, tile, next, next_step);
                 for (int r = 0; r < rows; r++) {

@@ -218,8 +218,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
                 int w = 0;
                 while (kernel_panels[rows][w] > pe - p) w++;
                 int np = kernel_panels[rows][w];
-                int jp = p * PT_NR;
-                pt_gemm_prefetch_out(residual, ldr, c, ldc, i, rows, jp, n - jp < np * PT_NR ? n - jp : np * PT_NR);
+                pt_gemm_prefetch_out(residual, ldr, c, ldc, i, rows, p * PT_NR, np, n);
                 kernels[rows][w](arow, lda, bp + (size_t)p * pstride, pstride, k, tile);
                 for (int r = 0; r < rows; r++) {
                     ptrdiff_t row = i + r;

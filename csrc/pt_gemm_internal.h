@@ -33,11 +33,11 @@ void pt_gemm_epilogue_avx2(float *vals, const float *bias, const float *res, flo
                            int act);
 
 /* Before a tile's k loop: asks for the lines of its output rows (and of its residual rows, when
- * there is a residual) into L2, rows [i, i + rows) x columns [j0, j0 + cols) (cols > 0, stopping at
- * the matrix's n), so that the epilogue reading the residual and storing the results, a k loop later,
- * finds them there instead of waiting on memory. Prefetches only: no effect on any value. Defined in
- * pt_gemm_avx2.c, used by the AVX2 and AVX-512 paths. */
+ * there is a residual) into L2, rows [i, i + rows) x the np panels' columns from j0 that lie below n
+ * (as the epilogue stores them), so that the epilogue reading the residual and storing the results,
+ * a k loop later, finds them there instead of waiting on memory. Prefetches only: no effect on any
+ * value. Defined in pt_gemm_avx2.c, used by the AVX2 and AVX-512 paths. */
 void pt_gemm_prefetch_out(const float *residual, ptrdiff_t ldr, const float *c, ptrdiff_t ldc, int i, int rows,
-                          int j0, int cols);
+                          int j0, int np, int n);
 
 #endif
