@@ -48,6 +48,22 @@ def cpu_ticks():
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
+def peak_rss_mb():
+    """This process's peak resident set in MB: VmHWM from /proc/self/status, which belongs to the
+    address space exec() gave it. (getrusage's ru_maxrss is not used where /proc exists: Linux carries
+    it over exec() from the process that forked, so a probe started by a parent holding a large
+    model would report the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def steal_share(before, after):
     """Share of all CPU time stolen between two cpu_ticks() readings (None when unknown)."""
     total = after[1] - before[1]

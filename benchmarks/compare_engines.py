@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -70,6 +69,7 @@ def probe(name, hf_dir, threads):
     """Run in a subprocess: import, load, first token, then the batch-16 greedy run; print JSON."""
     t0 = time.perf_counter()
     import engines
+    from common import peak_rss_mb
     eng = engines.ENGINES[name](engine_path(name, hf_dir), threads)
     if name == "transformers":
         import torch  # noqa: F401  (the import is part of its start-up, timed apart from the load)
@@ -78,9 +78,9 @@ def probe(name, hf_dir, threads):
     t2 = time.perf_counter()
     eng.generate(sources(1, 58101), 1)
     t3 = time.perf_counter()
-    rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_first = peak_rss_mb()
     eng.generate(sources(16, 58101), NEW_TOKENS)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "load_to_first_token_s": t3 - t1,
                       "peak_rss_mb_first_token": rss_first, "peak_rss_mb": rss}))
 

@@ -60,3 +60,19 @@ def test_isa_switch_reaches_every_engine_process():
     out = subprocess.run([sys.executable, "-c", "import pytransformer; print(pytransformer.cpu_info()['isa'])"],
                          env=dict(os.environ, **env), capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "avx2"
+
+
+def test_probe_peak_rss_is_its_own_not_its_parents():
+    # The load/RSS probes run in subprocesses of a parent that may hold a large model (the report's
+    # parent builds the torch model first). Linux carries getrusage's ru_maxrss over exec() from the
+    # forking process, so the probes read VmHWM instead; here the parent holds ~600 MB and the child,
+    # which only imports numpy and pytransformer, must report far less.
+    held = np.ones(600 << 18, dtype=np.float32)  # 600 MiB, every page touched
+    code = "import common, resource; print(common.peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([BENCH, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    own, inherited = (float(v) for v in out.stdout.split())
+    assert held.sum() == 600 << 18
+    assert 10 < own < 300, (own, inherited)
+    if sys.platform.startswith("linux"):
+        assert own < inherited  # the case the probes guard against, on this kernel
