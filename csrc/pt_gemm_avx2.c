@@ -21,10 +21,18 @@
 #define PT_GEMM_L2_B_BYTES (1u << 20)
 
 /* How many k steps (= 64-byte panel rows) ahead each B stream is prefetched. The hardware
- * prefetcher stops at 4 KiB pages, and a decode step streams 4 panels at once from memory. */
+ * prefetcher stops at 4 KiB pages, and a decode step streams B from memory. */
 #ifndef PT_GEMM_PREFETCH_ROWS
 #define PT_GEMM_PREFETCH_ROWS 32
 #endif
+
+/* Products with at most this many rows (decode steps of batches 1 and 2) read B one panel after
+ * the other, a single sequential stream per thread, instead of 4 (1 row) or 2 panels side by
+ * side: on an AMD EPYC (Zen 4) memory delivered a single stream per core much faster. The 36
+ * decoder GEMMs of the opus-mt-size model (88 MB), alternated in one process: 1 row 0.58x the
+ * time at 2 threads (from 19 to 32 GB/s), 0.86x at 1; 2 rows 0.88-0.89x; 4 rows 1.00-1.02x, so
+ * from 3 rows on the wide tiles stay. Only the order of the panels changes: same bits. */
+#define PT_GEMM_STREAM_ROWS 2
 
 /* A few row tiles (a batched decode step, a short encoder input: 7 to PT_GEMM_OVERLAP_ROWS rows)
  * stream B from memory on the first tile's sweep of a block and then compute from L2 on the others,
@@ -48,8 +56,9 @@
  * Each (MR, NP) shape is its own function with exactly sized arrays, and the small loops carry
  * unroll pragmas: only fully unrolled does GCC keep acc in registers (otherwise it stores the
  * accumulators to the stack on every k step).
- * Few rows (decode) take several panels at once so there are still >= 8 independent chains
- * to cover the FMA latency: 1x4 panels = 8, 2x2 = 8, 3x2 = 12, 4x1 = 8, 5x1 = 10, 6x1 = 12.
+ * Few rows take several panels at once so there are still >= 8 independent chains to cover the
+ * FMA latency: 1x4 panels = 8, 2x2 = 8, 3x2 = 12, 4x1 = 8, 5x1 = 10, 6x1 = 12 (products of at
+ * most PT_GEMM_STREAM_ROWS rows, memory-bound, take one panel at a time instead: see there).
  * next (or NULL): 64-byte lines to prefetch into L2 meanwhile, line (kk * next_step) >> 16 at step kk,
  * i.e. (k * next_step) >> 16 lines spread evenly over the sweep (see PT_GEMM_OVERLAP_ROWS).
  * The k loop is unrolled twice: a 6x1 step is 12 FMAs (6 cycles on 2 ports) among ~27 other
@@ -209,6 +218,7 @@ static void region_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
     int overlap = ntiles >= 2 && r1 - r0 <= PT_GEMM_OVERLAP_ROWS;
     int block = (int)(pt_gemm_fit_l2(overlap ? PT_GEMM_OVERLAP_B_BYTES : PT_GEMM_L2_B_BYTES) / panel_bytes);
     block = block < PT_GEMM_MAX_NP ? PT_GEMM_MAX_NP : block - block % PT_GEMM_MAX_NP;
+    int stream = r1 - r0 <= PT_GEMM_STREAM_ROWS;
 
     for (int pb = p0; pb < p1; pb += block) {
         int pe = p1 - pb < block ? p1 : pb + block;
@@ -218,7 +228,7 @@ static void region_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
             const float *arow[PT_GEMM_MR];
             for (int r = 0; r < rows; r++) arow[r] = a + (ptrdiff_t)(i + r) * lda;
             for (int p = pb; p < pe;) {
-                int np = pe - p >= wide_panels[rows] ? wide_panels[rows] : 1;
+                int np = !stream && pe - p >= wide_panels[rows] ? wide_panels[rows] : 1;
                 /* with overlap: this tile's share (1 / ntiles) of the panels at the same place in
                  * the next block, when there is one */
                 const char *next = NULL;

@@ -35,10 +35,21 @@
 #endif
 
 /* How many k steps (= 64-byte panel rows) ahead each B stream is prefetched. The hardware
- * prefetcher stops at 4 KiB pages, and a decode step streams several panels at once from memory. */
+ * prefetcher stops at 4 KiB pages, and a decode step streams B from memory. */
 #ifndef PT_GEMM512_PREFETCH_ROWS
 #define PT_GEMM512_PREFETCH_ROWS 32
 #endif
+
+/* Products with at most this many rows (decode steps of batches up to 4) read B one panel after
+ * the other, a single sequential stream per thread, instead of 8 (1 row), 4 (2-6 rows) or 3
+ * panels side by side: B comes from memory once and the arithmetic is light, and on an AMD EPYC
+ * (Zen 4, 2 threads) memory delivered a single stream per core much faster than several 32-128
+ * KiB apart. The 36 decoder GEMMs of the opus-mt-size model (88 MB), alternated in one process:
+ * 1 row 0.70-0.80x the time at 1 and 2 threads (from 22 to 28 GB/s at 2 threads, where the
+ * bandwidth probe reads 31), 2 rows 0.82-0.92x, 4 rows 0.77-0.89x; 8 and 16 rows 1.02-1.13x, so
+ * they keep the wide tiles. Only the order in which panels are visited changes: same bits.
+ * (The earlier 8-stream choice was measured on a Sapphire Rapids machine.) */
+#define PT_GEMM512_STREAM_ROWS 4
 
 /* Widest tile in panels (the 1-row decode kernel), i.e. columns of the local tile buffer / 16. */
 #define PT_GEMM512_MAX_NP 8
@@ -77,8 +88,9 @@ typedef void (*tile512_fn)(const float *a, ptrdiff_t lda, const float *bp, size_
     }
 
 /* Per tile height, the panel widths used (widest first): at least 8 independent chains
- * (rows x panels) where possible to hide the FMA latency, and for a single row (a decode step,
- * memory-bound) 8 B streams in flight with their prefetches. */
+ * (rows x panels) where possible to hide the FMA latency (1 x 8 for the last row of a larger
+ * product, its B block coming from L2). Products of at most PT_GEMM512_STREAM_ROWS rows take the
+ * one-panel kernels only (see there). */
 PT_DEFINE_TILE512(1, 8) PT_DEFINE_TILE512(1, 4) PT_DEFINE_TILE512(1, 2) PT_DEFINE_TILE512(1, 1)
 PT_DEFINE_TILE512(2, 4) PT_DEFINE_TILE512(2, 2) PT_DEFINE_TILE512(2, 1)
 PT_DEFINE_TILE512(3, 4) PT_DEFINE_TILE512(3, 2) PT_DEFINE_TILE512(3, 1)
@@ -197,7 +209,8 @@ long long pt_silu_check_paths(uint32_t first, uint64_t count, int nthreads, uint
 /* Rows [r0, r1) x panels [p0, p1) of the output, on one thread.
  * Loop order: panel blocks sized for L2 (outer), row tiles, panels (inner). A row tile's A rows
  * are re-read from L1/L2 while the B block streams from L2; each B block comes from memory once.
- * Decode steps (one row tile) just stream the panels in groups. k is not blocked: every
+ * Decode steps (one row tile) just stream the panels, one after the other up to
+ * PT_GEMM512_STREAM_ROWS rows, else in groups. k is not blocked: every
  * accumulator runs the whole reduction in registers, as the determinism contract asks, and
  * nothing is written to c before its final value (so residual may alias c). */
 static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const float *bias,
@@ -208,6 +221,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
     size_t panel_bytes = pstride * sizeof(float);
     int block = (int)(pt_gemm_fit_l2(PT_GEMM512_L2_B_BYTES) / panel_bytes);
     block = block < PT_GEMM512_MAX_NP ? PT_GEMM512_MAX_NP : block - block % PT_GEMM512_MAX_NP;
+    int stream = r1 - r0 <= PT_GEMM512_STREAM_ROWS;
 
     for (int pb = p0; pb < p1; pb += block) {
         int pe = p1 - pb < block ? p1 : pb + block;
@@ -216,7 +230,7 @@ static void region_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
             const float *arow = a + (ptrdiff_t)i * lda;
             for (int p = pb; p < pe;) {
                 int w = 0;
-                while (kernel_panels[rows][w] > pe - p) w++;
+                while (kernel_panels[rows][w] > (stream ? 1 : pe - p)) w++;
                 int np = kernel_panels[rows][w];
                 pt_gemm_prefetch_out(residual, ldr, c, ldc, i, rows, p * PT_NR, np, n);
                 kernels[rows][w](arow, lda, bp + (size_t)p * pstride, pstride, k, tile);
