@@ -1,7 +1,15 @@
-/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins), the L2 size, OpenMP facts, heap trimming. */
+/* pt_cpu.c - CPU feature detection (CPUID via the compiler's builtins), the L2 size, OpenMP facts, heap
+ * trimming, huge-page advice. */
+/* madvise and MADV_HUGEPAGE are not in strict C11 (-std=c11): ask the C library for them. */
+#define _DEFAULT_SOURCE
+#include <stdint.h>
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
+#include <unistd.h>
+#endif
+#ifdef __linux__
+#include <sys/mman.h>
 #include <unistd.h>
 #endif
 #include "pt_cpu.h"
@@ -95,6 +103,21 @@ int pt_release_free_heap(void) {
 #ifdef __GLIBC__
     return malloc_trim(0);
 #else
+    return 0;
+#endif
+}
+
+int pt_advise_hugepages(void *p, size_t nbytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    long page = sysconf(_SC_PAGESIZE);
+    if (p == NULL || page <= 0) return 0;
+    uintptr_t begin = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t end = ((uintptr_t)p + nbytes) & ~((uintptr_t)page - 1);
+    if (end <= begin) return 0;
+    return madvise((void *)begin, end - begin, MADV_HUGEPAGE) == 0;
+#else
+    (void)p;
+    (void)nbytes;
     return 0;
 #endif
 }

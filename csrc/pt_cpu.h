@@ -1,6 +1,9 @@
-/* pt_cpu.h - CPU feature detection and OpenMP facts, queried once by the Python layer; heap trimming. */
+/* pt_cpu.h - CPU feature detection and OpenMP facts, queried once by the Python layer; heap trimming and
+ * huge-page advice for weight memory. */
 #ifndef PT_CPU_H
 #define PT_CPU_H
+
+#include <stddef.h>
 
 /* 1 if this CPU and OS support AVX2 and FMA (and the AVX2 path was compiled in), else 0. */
 int pt_cpu_has_avx2_fma(void);
@@ -24,5 +27,12 @@ long pt_cpu_l2_bytes(void);
 /* Return the heap memory that malloc keeps free to the operating system (glibc's malloc_trim);
  * 1 if some was returned, 0 if none or not available. */
 int pt_release_free_heap(void);
+/* Ask the operating system to back the whole pages of [p, p + nbytes) with transparent huge pages
+ * (Linux madvise(MADV_HUGEPAGE)), for memory that is read again and again in long streams, such as
+ * packed weights: a decode step reads every weight once, and with 4 KiB pages that is a TLB miss
+ * every 4 KiB. Only whole 2 MiB-aligned extents can become huge pages. Returns 1 if the advice was
+ * taken, 0 if not (another OS, a kernel without transparent huge pages, no whole page in the range).
+ * Advice only: the contents and every value computed from them are the same either way. */
+int pt_advise_hugepages(void *p, size_t nbytes);
 
 #endif

@@ -357,12 +357,111 @@ cdef PackedMatrix _packed(int k, int n, cnp.ndarray data):
     return pm
 
 
-def pack(object b, bint transpose=False):
+# ---------------------------------------------------------------- memory for packed weights
+HUGE_PAGE_BYTES = 2 << 20
+ARENA_ALIGN = 64
+
+
+cdef class WeightArena:
+    """Memory for the packed weights of one model: 64-byte-aligned pieces carved from chunks that
+    start on 2 MiB boundaries and are advised for transparent huge pages (csrc/pt_cpu.h,
+    pt_advise_hugepages).
+
+    A decode step reads every weight once, in long streams; on 4 KiB pages that is a TLB miss every
+    4 KiB, and numpy's own huge-page advice covers only whole 2 MiB extents inside arrays of 4 MiB
+    or more (about half of a 4 MiB weight, none of a 1 MiB one). take() returns numpy views; each
+    keeps its chunk alive, so a chunk is freed with the last piece taken from it. Nothing is ever
+    handed back: an arena belongs to something built once, such as a loaded model.
+
+    chunk_bytes (a multiple of 2 MiB, 2 MiB to 1 GiB) is the size of a chunk; a larger piece gets a
+    chunk of its own, so the current chunk keeps filling. A chunk's unused tail is never touched,
+    so it costs address space, not memory (at most the rest of one 2 MiB page is resident)."""
+    cdef object _chunk              # the chunk being filled: a uint8 array starting on 2 MiB
+    cdef size_t _used
+    cdef readonly size_t chunk_bytes
+    cdef readonly size_t reserved   # bytes of all chunks made
+    cdef readonly size_t taken      # bytes handed out (before alignment)
+    cdef readonly int chunks        # chunks made
+    cdef readonly int advised       # chunks the operating system took the huge-page advice for
+
+    def __init__(self, chunk_bytes=32 << 20):
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)):
+            raise TypeError(f"chunk_bytes must be an int, got {type(chunk_bytes).__name__}")
+        if not HUGE_PAGE_BYTES <= chunk_bytes <= (1 << 30) or chunk_bytes % HUGE_PAGE_BYTES:
+            raise ValueError(f"chunk_bytes must be a multiple of 2 MiB from 2 MiB to 1 GiB, got {chunk_bytes}")
+        self.chunk_bytes = chunk_bytes
+        self._chunk = None
+        self._used = self.reserved = self.taken = 0
+        self.chunks = self.advised = 0
+
+    cdef object _new_chunk(self, size_t nbytes):
+        raw = np.empty(nbytes + HUGE_PAGE_BYTES, dtype=np.uint8)
+        cdef size_t addr = <size_t>cnp.PyArray_DATA(raw)
+        cdef size_t off = (HUGE_PAGE_BYTES - addr % HUGE_PAGE_BYTES) % HUGE_PAGE_BYTES
+        chunk = raw[off:off + nbytes]
+        self.chunks += 1
+        self.reserved += nbytes
+        if pt_advise_hugepages(cnp.PyArray_DATA(chunk), nbytes):
+            self.advised += 1
+        return chunk
+
+    def take(self, nbytes):
+        """A new uint8 array of nbytes (> 0) starting on a 64-byte boundary, uninitialised."""
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+            raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+        if not 0 < nbytes <= (1 << 40):
+            raise ValueError(f"nbytes must be from 1 to 2**40, got {nbytes}")
+        cdef size_t n = nbytes
+        cdef size_t start
+        self.taken += n
+        if n > self.chunk_bytes:
+            size = (n + HUGE_PAGE_BYTES - 1) // HUGE_PAGE_BYTES * HUGE_PAGE_BYTES
+            return self._new_chunk(size)[:n]
+        if self._chunk is None or self._used + n > self.chunk_bytes:
+            self._chunk = self._new_chunk(self.chunk_bytes)
+            self._used = 0
+        start = self._used
+        self._used = (start + n + ARENA_ALIGN - 1) // ARENA_ALIGN * ARENA_ALIGN
+        return self._chunk[start:start + n]
+
+    def __repr__(self):
+        return (f"WeightArena(chunks={self.chunks}, reserved={self.reserved}, taken={self.taken}, "
+                f"advised={self.advised})")
+
+
+# Packed weights below this many bytes in all stay in ordinary arrays: they are within the TLB's
+# reach on 4 KiB pages, and a chunk would mostly reserve address space for nothing.
+ARENA_MIN_BYTES = 8 << 20
+ARENA_MAX_CHUNK_BYTES = 32 << 20
+
+
+def weight_arena(nbytes):
+    """A WeightArena for about nbytes of packed weights (chunks of nbytes rounded up to 2 MiB, at
+    most 32 MiB), or None when nbytes is below ARENA_MIN_BYTES."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+    if nbytes < ARENA_MIN_BYTES:
+        return None
+    return WeightArena(min(ARENA_MAX_CHUNK_BYTES, -(-nbytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES))
+
+
+cdef cnp.ndarray _packed_storage(size_t count, object dtype, object arena):
+    """count elements of dtype for a packed copy: from arena (a WeightArena) when given, else a new array."""
+    if arena is None:
+        return np.empty(count, dtype=dtype)
+    if not isinstance(arena, WeightArena):
+        raise TypeError(f"arena must be a WeightArena or None, got {type(arena).__name__}")
+    dt = np.dtype(dtype)
+    return (<WeightArena>arena).take(count * dt.itemsize).view(dt)
+
+
+def pack(object b, bint transpose=False, object arena=None):
     """Pack B = b (shape (k, n)) or, with transpose=True, B = b.T for b of shape (n, k) (a Linear weight).
 
-    Any strides are accepted (including non-contiguous views); the packed copy is owned by the result."""
+    Any strides are accepted (including non-contiguous views); the packed copy is owned by the result,
+    or lives in arena (a WeightArena) when one is given."""
     arr, k, n, rs, cs = _pack_source(b, transpose)
-    cdef cnp.ndarray data = np.empty(pt_packed_b_size(k, n), dtype=np.float32)
+    cdef cnp.ndarray data = _packed_storage(pt_packed_b_size(k, n), np.float32, arena)
     cdef const float *src = _cptr(arr)
     cdef float *dst = _ptr(data)
     cdef Py_ssize_t c_rs = rs, c_cs = cs
@@ -374,10 +473,10 @@ def pack(object b, bint transpose=False):
     return _packed(k, n, data)
 
 
-def pack_stacked(object weights):
-    """pack(np.concatenate(weights), transpose=True) for Linear weights of shapes (n_i, k), without
-    building the concatenation (fused q/k/v projections): each weight fills its own panels, so every
-    n_i but the last must be a multiple of 16, the panel width."""
+def pack_stacked(object weights, object arena=None):
+    """pack(np.concatenate(weights), transpose=True, arena=arena) for Linear weights of shapes (n_i, k),
+    without building the concatenation (fused q/k/v projections): each weight fills its own panels,
+    so every n_i but the last must be a multiple of 16, the panel width."""
     if not isinstance(weights, (list, tuple)) or len(weights) == 0:
         raise ValueError("weights must be a non-empty list of (n_i, k) matrices")
     parts = [_pack_source(w, True) for w in weights]
@@ -391,7 +490,7 @@ def pack_stacked(object weights):
         total += n
     if total > INT_MAX:
         raise ValueError(f"stacked matrix is too large: {total} outputs")
-    cdef cnp.ndarray data = np.empty(pt_packed_b_size(k, <int>total), dtype=np.float32)
+    cdef cnp.ndarray data = _packed_storage(pt_packed_b_size(k, <int>total), np.float32, arena)
     cdef float *dst = _ptr(data)
     cdef const float *src
     cdef Py_ssize_t c_rs, c_cs
@@ -493,15 +592,16 @@ def packed_columns(PackedMatrix b, int j0, int j1):
     return pm
 
 
-def pack_i8(PackedMatrix b):
+def pack_i8(PackedMatrix b, object arena=None):
     """The screen's 8-bit copy of packed B (see pt_pack_i8_generic in csrc/pt_screen.h): the int8
-    array in the screen's panel layout, and per column the power-of-two scale (float64), the sum of
-    the integers (int32) and upper bounds of the sums over k of w^2 and (w - r)^2 (r = scale * q)."""
+    array in the screen's panel layout (in arena, a WeightArena, when given), and per column the
+    power-of-two scale (float64), the sum of the integers (int32) and upper bounds of the sums over
+    k of w^2 and (w - r)^2 (r = scale * q)."""
     if b is None:
         raise TypeError("b must be a PackedMatrix, got None")
     cdef int k = b.k, n = b.n
     cdef cnp.ndarray src = b.data
-    cdef cnp.ndarray q = np.empty(pt_screen_q_size(k, n), dtype=np.int8)
+    cdef cnp.ndarray q = _packed_storage(pt_screen_q_size(k, n), np.int8, arena)
     cdef cnp.ndarray scale = np.empty(n, dtype=np.float64)
     cdef cnp.ndarray qsum = np.empty(n, dtype=np.int32)
     cdef cnp.ndarray sq_w = np.empty(n, dtype=np.float64)

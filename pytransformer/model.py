@@ -30,8 +30,8 @@ class Linear:
 
     __slots__ = ("packed", "bias", "out_features")
 
-    def __init__(self, weight, bias=None):
-        packed = K.pack(weight, transpose=True)
+    def __init__(self, weight, bias=None, arena=None):
+        packed = K.pack(weight, transpose=True, arena=arena)
         release_pages(weight)   # the packed copy is all that is used from now on
         self._init(packed, bias)
 
@@ -41,14 +41,14 @@ class Linear:
         self.out_features = packed.n
 
     @classmethod
-    def fused(cls, weights, biases):
+    def fused(cls, weights, biases, arena=None):
         """One GEMM for several projections of the same input (q/k/v): weights stacked on the output axis.
         Packed part by part when every part but the last fills whole panels (no concatenated copy)."""
         ws = [np.asarray(x, dtype=np.float32) for x in weights]
         if all(w.ndim == 2 and w.shape[0] % K.PANEL_WIDTH == 0 for w in ws[:-1]):
-            packed = K.pack_stacked(ws)
+            packed = K.pack_stacked(ws, arena=arena)
         else:
-            packed = K.pack(np.concatenate(ws, axis=0), transpose=True)
+            packed = K.pack(np.concatenate(ws, axis=0), transpose=True, arena=arena)
         for x in weights:
             release_pages(x)
         self = cls.__new__(cls)
@@ -82,7 +82,7 @@ class Attention:
 
     __slots__ = ("q", "kv", "qkv", "out", "heads", "head_dim", "inner", "scale")
 
-    def __init__(self, t, prefix, cfg, cross):
+    def __init__(self, t, prefix, cfg, cross, arena=None):
         self.heads = cfg.num_heads
         self.head_dim = cfg.head_dim
         self.inner = cfg.attention_dim
@@ -91,14 +91,14 @@ class Attention:
         b = (lambda n: t[prefix + n + ".bias"]) if cfg.attention_bias else (lambda n: None)
         w = lambda n: t[prefix + n + ".weight"]
         if cross:
-            self.q = Linear(w("q_proj"), b("q_proj"))
-            self.kv = Linear.fused([w("k_proj"), w("v_proj")], [b("k_proj"), b("v_proj")])
+            self.q = Linear(w("q_proj"), b("q_proj"), arena)
+            self.kv = Linear.fused([w("k_proj"), w("v_proj")], [b("k_proj"), b("v_proj")], arena)
             self.qkv = None
         else:
             self.qkv = Linear.fused([w("q_proj"), w("k_proj"), w("v_proj")],
-                                    [b("q_proj"), b("k_proj"), b("v_proj")])
+                                    [b("q_proj"), b("k_proj"), b("v_proj")], arena)
             self.q = self.kv = None
-        self.out = Linear(w("out_proj"), b("out_proj"))
+        self.out = Linear(w("out_proj"), b("out_proj"), arena)
 
     def heads_view(self, x, batch, seq, index):
         """Projection output (batch*seq, n*d), contiguous -> the (batch, seq, heads, head_dim) view of
@@ -111,17 +111,17 @@ class FeedForward:
 
     __slots__ = ("fc1", "fc2", "act", "gated_width")
 
-    def __init__(self, t, prefix, cfg):
+    def __init__(self, t, prefix, cfg, arena=None):
         b = (lambda n: t[prefix + n + ".bias"]) if cfg.ffn_bias else (lambda n: None)
         if cfg.ffn_gated:
             # Both input projections read the same x: one GEMM, outputs side by side.
             self.fc1 = Linear.fused([t[prefix + "fc1.weight"], t[prefix + "fc1_linear.weight"]],
-                                    [b("fc1"), b("fc1_linear")])
+                                    [b("fc1"), b("fc1_linear")], arena)
             self.gated_width = cfg.ffn_dim
         else:
-            self.fc1 = Linear(t[prefix + "fc1.weight"], b("fc1"))
+            self.fc1 = Linear(t[prefix + "fc1.weight"], b("fc1"), arena)
             self.gated_width = 0
-        self.fc2 = Linear(t[prefix + "fc2.weight"], b("fc2"))
+        self.fc2 = Linear(t[prefix + "fc2.weight"], b("fc2"), arena)
         self.act = K.ACTIVATIONS[cfg.activation]
 
     def __call__(self, x, residual):
@@ -144,22 +144,22 @@ def _norm(t, name, cfg):
 class EncoderLayer:
     __slots__ = ("attn", "attn_norm", "ffn", "ffn_norm")
 
-    def __init__(self, t, prefix, cfg):
-        self.attn = Attention(t, prefix + "self_attn.", cfg, cross=False)
+    def __init__(self, t, prefix, cfg, arena=None):
+        self.attn = Attention(t, prefix + "self_attn.", cfg, cross=False, arena=arena)
         self.attn_norm = _norm(t, prefix + "self_attn_norm", cfg)
-        self.ffn = FeedForward(t, prefix + "ffn.", cfg)
+        self.ffn = FeedForward(t, prefix + "ffn.", cfg, arena)
         self.ffn_norm = _norm(t, prefix + "ffn_norm", cfg)
 
 
 class DecoderLayer:
     __slots__ = ("self_attn", "self_norm", "cross_attn", "cross_norm", "ffn", "ffn_norm")
 
-    def __init__(self, t, prefix, cfg):
-        self.self_attn = Attention(t, prefix + "self_attn.", cfg, cross=False)
+    def __init__(self, t, prefix, cfg, arena=None):
+        self.self_attn = Attention(t, prefix + "self_attn.", cfg, cross=False, arena=arena)
         self.self_norm = _norm(t, prefix + "self_attn_norm", cfg)
-        self.cross_attn = Attention(t, prefix + "cross_attn.", cfg, cross=True)
+        self.cross_attn = Attention(t, prefix + "cross_attn.", cfg, cross=True, arena=arena)
         self.cross_norm = _norm(t, prefix + "cross_attn_norm", cfg)
-        self.ffn = FeedForward(t, prefix + "ffn.", cfg)
+        self.ffn = FeedForward(t, prefix + "ffn.", cfg, arena)
         self.ffn_norm = _norm(t, prefix + "ffn_norm", cfg)
 
 
@@ -336,13 +336,16 @@ class Model:
     def _build(self, t, cfg, output_screen):
         src_table = t["src_embedding.weight"]
         tgt_table = src_table if cfg.shared_embeddings else t["tgt_embedding.weight"]
+        # The packed weights in an arena on huge pages (see K.WeightArena): a decode step streams
+        # them all, and on 4 KiB pages that is a TLB miss every 4 KiB. (None for small models.)
+        self.weight_arena = arena = K.weight_arena(sum(4 * math.prod(np.shape(v)) for v in t.values() if np.ndim(v) == 2))
         # The output projection is a GEMM with B = table^T. When it is tied, the packed copy also
         # serves the target-embedding gathers, so the table is held once.
         if cfg.tie_output:
-            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None)
+            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None, arena)
             self.tgt_embed = self.output.packed
         else:
-            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None)
+            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None, arena)
             self.tgt_embed = _own(tgt_table)
         self.output_screen = None
         if output_screen and self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
@@ -373,8 +376,8 @@ class Model:
         emb_norm = cfg.embedding_norm
         self.enc_emb_norm = _norm(t, "encoder.embedding_norm", cfg) if emb_norm else None
         self.dec_emb_norm = _norm(t, "decoder.embedding_norm", cfg) if emb_norm else None
-        self.encoder_layers = [EncoderLayer(t, f"encoder.layers.{i}.", cfg) for i in range(cfg.encoder_layers)]
-        self.decoder_layers = [DecoderLayer(t, f"decoder.layers.{i}.", cfg) for i in range(cfg.decoder_layers)]
+        self.encoder_layers = [EncoderLayer(t, f"encoder.layers.{i}.", cfg, arena) for i in range(cfg.encoder_layers)]
+        self.decoder_layers = [DecoderLayer(t, f"decoder.layers.{i}.", cfg, arena) for i in range(cfg.decoder_layers)]
         self.enc_final = _norm(t, "encoder.final_norm", cfg) if cfg.encoder_final_norm else None
         self.dec_final = _norm(t, "decoder.final_norm", cfg) if cfg.decoder_final_norm else None
 

@@ -158,6 +158,88 @@ def test_gemm_few_rows_stream_panels_same_bits_as_wide_tiles(isa, m, n, k, rng):
     assert_gemm_close(K.gemm(a[:m], wp), a[:m], w.T)
 
 
+# ---------------------------------------------------------------- memory for packed weights
+MIB = 1 << 20
+HAS_THP = sys.platform.startswith("linux") and os.path.exists("/sys/kernel/mm/transparent_hugepage")
+
+
+def test_weight_arena_pieces_aligned_disjoint_and_chunked():
+    arena = K.WeightArena(4 * MIB)
+    sizes = (1, 100, 3 * MIB, 64, 5 * MIB, MIB, 7)
+    pieces = [arena.take(n) for n in sizes]
+    for p, n in zip(pieces, sizes):
+        assert p.dtype == np.uint8 and p.shape == (n,) and p.flags.c_contiguous and p.flags.writeable
+        assert p.ctypes.data % K.ARENA_ALIGN == 0
+    spans = sorted((p.ctypes.data, p.ctypes.data + p.size) for p in pieces)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), "pieces overlap"
+    # a chunk starts on a huge page: the first piece, and the 5 MiB piece (larger than a chunk: its own)
+    assert pieces[0].ctypes.data % K.HUGE_PAGE_BYTES == 0
+    assert pieces[4].ctypes.data % K.HUGE_PAGE_BYTES == 0
+    # 1 + 100 + 3 MiB + 64 fill the first 4 MiB chunk, the 5 MiB piece gets a 6 MiB chunk, and the
+    # first chunk has 256 bytes too few for 1 MiB more (each piece starts on 64 bytes), so a third
+    # chunk holds it and the last 7
+    assert pieces[5].ctypes.data % K.HUGE_PAGE_BYTES == 0
+    assert pieces[6].ctypes.data == pieces[5].ctypes.data + MIB
+    assert (arena.chunks, arena.reserved, arena.taken) == (3, 14 * MIB, sum(p.size for p in pieces))
+    if HAS_THP:
+        assert arena.advised == 3
+    for i, p in enumerate(pieces):   # writable and separate
+        p[:] = i
+    assert all(int(p[0]) == i and int(p[-1]) == i for i, p in enumerate(pieces))
+    assert "chunks=3" in repr(arena)
+
+
+@pytest.mark.parametrize("bad,exc,msg", [(3 * MIB, ValueError, "multiple of 2 MiB"), (0, ValueError, "multiple"),
+                                         (2 << 30, ValueError, "1 GiB"), (-2 * MIB, ValueError, "multiple"),
+                                         (True, TypeError, "chunk_bytes must be an int"),
+                                         (2.0 * MIB, TypeError, "chunk_bytes must be an int")])
+def test_weight_arena_rejects_bad_chunk_size(bad, exc, msg):
+    with pytest.raises(exc, match=msg):
+        K.WeightArena(bad)
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-5, ValueError), ((1 << 40) + 1, ValueError),
+                                     (None, TypeError), ("64", TypeError), (False, TypeError)])
+def test_weight_arena_take_rejects_bad_sizes(bad, exc):
+    arena = K.WeightArena(2 * MIB)
+    with pytest.raises(exc, match="nbytes"):
+        arena.take(bad)
+    assert arena.chunks == 0 and arena.taken == 0
+
+
+def test_weight_arena_for_model_sizes():
+    assert K.weight_arena(K.ARENA_MIN_BYTES - 1) is None
+    assert K.weight_arena(K.ARENA_MIN_BYTES).chunk_bytes == K.ARENA_MIN_BYTES
+    assert K.weight_arena(9 * MIB + 1).chunk_bytes == 10 * MIB
+    assert K.weight_arena(300 * MIB).chunk_bytes == K.ARENA_MAX_CHUNK_BYTES
+    with pytest.raises(TypeError, match="nbytes must be an int"):
+        K.weight_arena(1e9)
+
+
+def test_packing_into_an_arena_gives_the_same_bits(isa, rng):
+    arena = K.WeightArena(2 * MIB)
+    w, parts = f32(rng, 100, 70), [f32(rng, 32, 70), f32(rng, 48, 70), f32(rng, 5, 70)]
+    a = f32(rng, 3, 70)
+    taken = 0
+    for plain, inarena in ((K.pack(w, transpose=True), K.pack(w, transpose=True, arena=arena)),
+                           (K.pack(w.T), K.pack(w.T, arena=arena)),
+                           (K.pack_stacked(parts), K.pack_stacked(parts, arena=arena))):
+        assert inarena.data.ctypes.data % K.ARENA_ALIGN == 0 and inarena.shape == plain.shape
+        np.testing.assert_array_equal(inarena.data, plain.data)
+        np.testing.assert_array_equal(K.gemm(a, inarena), K.gemm(a, plain))
+        taken += inarena.nbytes
+    q_plain, q_arena = K.pack_i8(plain)[0], K.pack_i8(plain, arena=arena)[0]
+    np.testing.assert_array_equal(q_arena, q_plain)
+    assert q_arena.dtype == np.int8
+    # all of it came from the arena's one chunk
+    assert (arena.chunks, arena.taken) == (1, taken + q_arena.nbytes)
+    for bad in ("arena", np.empty(10, np.float32), 3):
+        with pytest.raises(TypeError, match="arena must be a WeightArena or None"):
+            K.pack(w, arena=bad)
+    with pytest.raises(TypeError, match="arena must be a WeightArena"):
+        K.pack_i8(plain, arena=object())
+
+
 def test_isa_paths_agree(rng):
     if not K.avx2_available():
         pytest.skip("no AVX2 path here (CPU without AVX2+FMA, or a portable-only build)")

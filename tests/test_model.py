@@ -210,6 +210,47 @@ def test_padded_array_input_equals_list_input(pair):
         np.testing.assert_array_equal(x, y)
 
 
+def _linears(model):
+    out = [model.output]
+    for layer in model.encoder_layers + model.decoder_layers:
+        for attn in [layer.attn] if hasattr(layer, "attn") else [layer.self_attn, layer.cross_attn]:
+            out += [x for x in (attn.q, attn.kv, attn.qkv, attn.out) if x is not None]
+        out += [layer.ffn.fc1, layer.ffn.fc2]
+    return out
+
+
+def test_packed_weights_live_in_the_huge_page_arena(tmp_path, monkeypatch):
+    """A model with more than K.ARENA_MIN_BYTES of weights packs them all into one WeightArena;
+    the results are those of the same model packed into ordinary arrays, to the bit."""
+    from pytransformer import _kernels as K
+    from pytransformer.config import ModelConfig, expected_tensors
+    config = dict(format="pytransformer", format_version=1, d_model=128, num_heads=4, encoder_layers=2,
+                  decoder_layers=2, ffn_dim=256, src_vocab_size=9000, tgt_vocab_size=9001, activation="relu",
+                  norm_placement="post", positional_encoding="sinusoidal", max_positions=64,
+                  tie_output=False, output_bias=True, pad_id=0, eos_id=2, decoder_start_id=1)
+    rng = np.random.default_rng(5)
+    tensors = {n: (rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32)
+               for n, s in expected_tensors(ModelConfig.from_dict(config)).items()}
+    pytransformer.save(tmp_path, config, tensors)
+    model = pytransformer.load(tmp_path)
+    arena = model.weight_arena
+    assert arena is not None and arena.chunks >= 1
+    assert arena.taken == sum(x.packed.nbytes for x in _linears(model))
+    assert all(x.packed.data.ctypes.data % K.ARENA_ALIGN == 0 for x in _linears(model))
+    monkeypatch.setattr(K, "weight_arena", lambda nbytes: None)
+    plain = pytransformer.load(tmp_path)
+    assert plain.weight_arena is None
+    srcs = [[5, 6, 7, 8, 9, 3], [11, 12]]
+    for a, b in zip(model.generate(srcs, 8, return_scores=True), plain.generate(srcs, 8, return_scores=True)):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(model.forward(srcs[:1], [[1, 4, 5]]), plain.forward(srcs[:1], [[1, 4, 5]]))
+
+
+def test_small_models_use_no_arena(learned_model):
+    assert learned_model[1].weight_arena is None
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.fixture(scope="module")
 def learned_model(tmp_path_factory):
