@@ -69,8 +69,11 @@ def test_probe_peak_rss_is_its_own_not_its_parents():
     # which only imports numpy and pytransformer, must report far less.
     held = np.ones(600 << 18, dtype=np.float32)  # 600 MiB, every page touched
     code = "import common, resource; print(common.peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    # run in benchmarks/, where `python -c`'s current directory on sys.path holds no source tree
+    # (from the repository root it would shadow the installed package)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([BENCH, os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=BENCH)
+    assert out.returncode == 0, out.stderr[-3000:]
     own, inherited = (float(v) for v in out.stdout.split())
     assert held.sum() == 600 << 18
     assert 10 < own < 300, (own, inherited)
