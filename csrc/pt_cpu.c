@@ -3,6 +3,7 @@
 /* madvise and MADV_HUGEPAGE are not in strict C11 (-std=c11): ask the C library for them. */
 #define _DEFAULT_SOURCE
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -107,17 +108,34 @@ int pt_release_free_heap(void) {
 #endif
 }
 
-int pt_advise_hugepages(void *p, size_t nbytes) {
+#define PT_HUGE_PAGE ((size_t)2 << 20)
+
+void *pt_huge_alloc(size_t nbytes, int *advised) {
+    *advised = 0;
+    if (nbytes == 0 || nbytes > ((size_t)1 << 46)) return NULL;
+    size_t size = (nbytes + PT_HUGE_PAGE - 1) & ~(PT_HUGE_PAGE - 1);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    long page = sysconf(_SC_PAGESIZE);
-    if (p == NULL || page <= 0) return 0;
-    uintptr_t begin = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t end = ((uintptr_t)p + nbytes) & ~((uintptr_t)page - 1);
-    if (end <= begin) return 0;
-    return madvise((void *)begin, end - begin, MADV_HUGEPAGE) == 0;
+    /* map one huge page more than asked, then unmap the unaligned head and the tail */
+    char *raw = mmap(NULL, size + PT_HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)raw + PT_HUGE_PAGE - 1) & ~(uintptr_t)(PT_HUGE_PAGE - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + size + PT_HUGE_PAGE > p + size) munmap(p + size, (size_t)(raw + size + PT_HUGE_PAGE - (p + size)));
+    *advised = madvise(p, size, MADV_HUGEPAGE) == 0;
+    return p;
 #else
-    (void)p;
+    void *p = aligned_alloc(PT_HUGE_PAGE, size);
+    if (p != NULL) memset(p, 0, size);
+    return p;
+#endif
+}
+
+void pt_huge_free(void *p, size_t nbytes) {
+    if (p == NULL) return;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    munmap(p, (nbytes + PT_HUGE_PAGE - 1) & ~(PT_HUGE_PAGE - 1));
+#else
     (void)nbytes;
-    return 0;
+    free(p);
 #endif
 }

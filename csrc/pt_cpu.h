@@ -1,5 +1,5 @@
 /* pt_cpu.h - CPU feature detection and OpenMP facts, queried once by the Python layer; heap trimming and
- * huge-page advice for weight memory. */
+ * memory on huge pages for weights. */
 #ifndef PT_CPU_H
 #define PT_CPU_H
 
@@ -27,12 +27,15 @@ long pt_cpu_l2_bytes(void);
 /* Return the heap memory that malloc keeps free to the operating system (glibc's malloc_trim);
  * 1 if some was returned, 0 if none or not available. */
 int pt_release_free_heap(void);
-/* Ask the operating system to back the whole pages of [p, p + nbytes) with transparent huge pages
- * (Linux madvise(MADV_HUGEPAGE)), for memory that is read again and again in long streams, such as
- * packed weights: a decode step reads every weight once, and with 4 KiB pages that is a TLB miss
- * every 4 KiB. Only whole 2 MiB-aligned extents can become huge pages. Returns 1 if the advice was
- * taken, 0 if not (another OS, a kernel without transparent huge pages, no whole page in the range).
- * Advice only: the contents and every value computed from them are the same either way. */
-int pt_advise_hugepages(void *p, size_t nbytes);
+/* Memory for data that is read again and again in long streams, such as packed weights (a
+ * decode step reads every weight once; on 4 KiB pages that is a TLB miss every 4 KiB): nbytes
+ * rounded up to 2 MiB, starting on a 2 MiB boundary, in a mapping of its own (on Linux an
+ * anonymous mmap advised with MADV_HUGEPAGE, so transparent huge pages back it where the system
+ * allows; elsewhere aligned_alloc). Pages are zero until written. *advised is set to 1 if the
+ * huge-page advice was taken. NULL if the memory is not available or nbytes is 0 or above 2^46.
+ * A mapping of its own keeps the C library's heap out of it: huge-page advice on heap memory
+ * would stay on pages that later small allocations reuse. Free with pt_huge_free(p, nbytes). */
+void *pt_huge_alloc(size_t nbytes, int *advised);
+void pt_huge_free(void *p, size_t nbytes);
 
 #endif

@@ -31,7 +31,8 @@ cdef extern from "pt_cpu.h" nogil:
     int pt_openmp_enabled()
     int pt_num_procs()
     int pt_release_free_heap()
-    int pt_advise_hugepages(void *p, size_t nbytes)
+    void *pt_huge_alloc(size_t nbytes, int *advised)
+    void pt_huge_free(void *p, size_t nbytes)
     long pt_cpu_l2_bytes()
 
 cdef extern from "pt_pool.h" nogil:

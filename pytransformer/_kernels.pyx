@@ -362,67 +362,91 @@ HUGE_PAGE_BYTES = 2 << 20
 ARENA_ALIGN = 64
 
 
+cdef class _HugeChunk:
+    """One pt_huge_alloc mapping; the numpy views taken from it keep it alive, the last one frees it."""
+    cdef void *ptr
+    cdef size_t nbytes
+
+    def __cinit__(self):
+        self.ptr = NULL
+        self.nbytes = 0
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            pt_huge_free(self.ptr, self.nbytes)
+            self.ptr = NULL
+
+
 cdef class WeightArena:
     """Memory for the packed weights of one model: 64-byte-aligned pieces carved from chunks that
-    start on 2 MiB boundaries and are advised for transparent huge pages (csrc/pt_cpu.h,
-    pt_advise_hugepages).
+    start on 2 MiB boundaries, each a mapping of its own advised for transparent huge pages
+    (csrc/pt_cpu.h, pt_huge_alloc).
 
     A decode step reads every weight once, in long streams; on 4 KiB pages that is a TLB miss every
     4 KiB, and numpy's own huge-page advice covers only whole 2 MiB extents inside arrays of 4 MiB
     or more (about half of a 4 MiB weight, none of a 1 MiB one). take() returns numpy views; each
-    keeps its chunk alive, so a chunk is freed with the last piece taken from it. Nothing is ever
-    handed back: an arena belongs to something built once, such as a loaded model.
+    keeps its chunk alive, so a chunk is unmapped with the last piece taken from it. Nothing is
+    ever handed back: an arena belongs to something built once, such as a loaded model.
 
-    chunk_bytes (a multiple of 2 MiB, 2 MiB to 1 GiB) is the size of a chunk; a larger piece gets a
-    chunk of its own, so the current chunk keeps filling. A chunk's unused tail is never touched,
-    so it costs address space, not memory (at most the rest of one 2 MiB page is resident)."""
-    cdef object _chunk              # the chunk being filled: a uint8 array starting on 2 MiB
+    nbytes: what the first chunk reserves (rounded up to 2 MiB), mapped at the first take(); a
+    piece that does not fit in it gets a chunk of its own. Reserve enough for everything: pages
+    never written cost address space only, while each chunk's last, partly used 2 MiB page is
+    resident in full."""
+    cdef _HugeChunk _chunk          # the chunk being filled
     cdef size_t _used
-    cdef readonly size_t chunk_bytes
-    cdef readonly size_t reserved   # bytes of all chunks made
+    cdef readonly size_t nbytes     # the first chunk's reservation
+    cdef readonly size_t reserved   # bytes of all chunks mapped
     cdef readonly size_t taken      # bytes handed out (before alignment)
-    cdef readonly int chunks        # chunks made
+    cdef readonly int chunks        # chunks mapped
     cdef readonly int advised       # chunks the operating system took the huge-page advice for
 
-    def __init__(self, chunk_bytes=32 << 20):
-        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)):
-            raise TypeError(f"chunk_bytes must be an int, got {type(chunk_bytes).__name__}")
-        if not HUGE_PAGE_BYTES <= chunk_bytes <= (1 << 30) or chunk_bytes % HUGE_PAGE_BYTES:
-            raise ValueError(f"chunk_bytes must be a multiple of 2 MiB from 2 MiB to 1 GiB, got {chunk_bytes}")
-        self.chunk_bytes = chunk_bytes
+    def __init__(self, nbytes):
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+            raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
+        if not 0 < nbytes <= ARENA_MAX_BYTES:
+            raise ValueError(f"nbytes must be from 1 to 2**40, got {nbytes}")
+        self.nbytes = nbytes
         self._chunk = None
         self._used = self.reserved = self.taken = 0
         self.chunks = self.advised = 0
 
-    cdef object _new_chunk(self, size_t nbytes):
-        raw = np.empty(nbytes + HUGE_PAGE_BYTES, dtype=np.uint8)
-        cdef size_t addr = <size_t>cnp.PyArray_DATA(raw)
-        cdef size_t off = (HUGE_PAGE_BYTES - addr % HUGE_PAGE_BYTES) % HUGE_PAGE_BYTES
-        chunk = raw[off:off + nbytes]
+    cdef _HugeChunk _map(self, size_t nbytes):
+        cdef size_t size = (nbytes + HUGE_PAGE_BYTES - 1) // HUGE_PAGE_BYTES * HUGE_PAGE_BYTES
+        cdef int advised = 0
+        cdef _HugeChunk chunk = _HugeChunk.__new__(_HugeChunk)
+        chunk.ptr = pt_huge_alloc(size, &advised)
+        if chunk.ptr == NULL:
+            raise MemoryError(f"could not map {size} bytes for packed weights")
+        chunk.nbytes = size
         self.chunks += 1
-        self.reserved += nbytes
-        if pt_advise_hugepages(cnp.PyArray_DATA(chunk), nbytes):
-            self.advised += 1
+        self.advised += advised
+        self.reserved += size
         return chunk
 
     def take(self, nbytes):
-        """A new uint8 array of nbytes (> 0) starting on a 64-byte boundary, uninitialised."""
+        """A new uint8 array of nbytes (> 0) starting on a 64-byte boundary, zero until written."""
         if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
             raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-        if not 0 < nbytes <= (1 << 40):
+        if not 0 < nbytes <= ARENA_MAX_BYTES:
             raise ValueError(f"nbytes must be from 1 to 2**40, got {nbytes}")
         cdef size_t n = nbytes
-        cdef size_t start
-        self.taken += n
-        if n > self.chunk_bytes:
-            size = (n + HUGE_PAGE_BYTES - 1) // HUGE_PAGE_BYTES * HUGE_PAGE_BYTES
-            return self._new_chunk(size)[:n]
-        if self._chunk is None or self._used + n > self.chunk_bytes:
-            self._chunk = self._new_chunk(self.chunk_bytes)
+        cdef size_t start = 0
+        cdef _HugeChunk chunk
+        if self._chunk is None:
+            self._chunk = self._map(max(n, self.nbytes))
             self._used = 0
-        start = self._used
-        self._used = (start + n + ARENA_ALIGN - 1) // ARENA_ALIGN * ARENA_ALIGN
-        return self._chunk[start:start + n]
+        if self._used + n <= self._chunk.nbytes:
+            chunk = self._chunk
+            start = self._used
+            self._used = (start + n + ARENA_ALIGN - 1) // ARENA_ALIGN * ARENA_ALIGN
+        else:
+            chunk = self._map(n)      # a chunk of its own; the current one keeps filling
+        self.taken += n
+        cdef cnp.npy_intp dims[1]
+        dims[0] = <cnp.npy_intp>n
+        arr = cnp.PyArray_SimpleNewFromData(1, dims, cnp.NPY_UINT8, <char *>chunk.ptr + start)
+        cnp.set_array_base(<cnp.ndarray>arr, chunk)
+        return arr
 
     def __repr__(self):
         return (f"WeightArena(chunks={self.chunks}, reserved={self.reserved}, taken={self.taken}, "
@@ -430,19 +454,16 @@ cdef class WeightArena:
 
 
 # Packed weights below this many bytes in all stay in ordinary arrays: they are within the TLB's
-# reach on 4 KiB pages, and a chunk would mostly reserve address space for nothing.
+# reach on 4 KiB pages, and a chunk's last 2 MiB page would be mostly waste.
 ARENA_MIN_BYTES = 8 << 20
-ARENA_MAX_CHUNK_BYTES = 32 << 20
+ARENA_MAX_BYTES = 1 << 40
 
 
 def weight_arena(nbytes):
-    """A WeightArena for about nbytes of packed weights (chunks of nbytes rounded up to 2 MiB, at
-    most 32 MiB), or None when nbytes is below ARENA_MIN_BYTES."""
+    """A WeightArena reserving nbytes for packed weights, or None when nbytes is below ARENA_MIN_BYTES."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-    if nbytes < ARENA_MIN_BYTES:
-        return None
-    return WeightArena(min(ARENA_MAX_CHUNK_BYTES, -(-nbytes // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES))
+    return None if nbytes < ARENA_MIN_BYTES else WeightArena(nbytes)
 
 
 cdef cnp.ndarray _packed_storage(size_t count, object dtype, object arena):

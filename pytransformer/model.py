@@ -25,6 +25,15 @@ def _own(a):
     return copy
 
 
+def _packed_bytes_bound(tensors):
+    """An upper bound of the bytes the model's packed weights take in a K.WeightArena: every 2-D
+    tensor counted as a Linear weight (out, in) packed in whole 16-column panels, plus the
+    alignment of its piece. (Tables that are not packed are counted too: address space only.)"""
+    pw = K.PANEL_WIDTH
+    shapes = [np.shape(v) for v in tensors.values()]
+    return sum(-(-s[0] // pw) * pw * s[1] * 4 + K.ARENA_ALIGN for s in shapes if len(s) == 2)
+
+
 class Linear:
     """y = x W^T + b with W packed once at load; optional fused activation and residual."""
 
@@ -338,7 +347,7 @@ class Model:
         tgt_table = src_table if cfg.shared_embeddings else t["tgt_embedding.weight"]
         # The packed weights in an arena on huge pages (see K.WeightArena): a decode step streams
         # them all, and on 4 KiB pages that is a TLB miss every 4 KiB. (None for small models.)
-        self.weight_arena = arena = K.weight_arena(sum(4 * math.prod(np.shape(v)) for v in t.values() if np.ndim(v) == 2))
+        self.weight_arena = arena = K.weight_arena(_packed_bytes_bound(t))
         # The output projection is a GEMM with B = table^T. When it is tied, the packed copy also
         # serves the target-embedding gathers, so the table is held once.
         if cfg.tie_output:

@@ -83,7 +83,7 @@ class OutputScreen:
         if k * _U >= 0.5:
             return None
         # the int8 copy (a quarter of the float32 bytes) on huge pages when it is large, in a chunk
-        # of its own (freed with the screen)
+        # of its own (unmapped with the screen)
         q, scale, qsum, sq_w, sq_d = K.pack_i8(output.packed, arena=K.weight_arena(output.packed.nbytes // 4))
         gamma = k * _U / (1.0 - k * _U)
         w_norm, d_norm = np.sqrt(sq_w), np.sqrt(sq_d)

@@ -164,23 +164,25 @@ HAS_THP = sys.platform.startswith("linux") and os.path.exists("/sys/kernel/mm/tr
 
 
 def test_weight_arena_pieces_aligned_disjoint_and_chunked():
-    arena = K.WeightArena(4 * MIB)
+    arena = K.WeightArena(3 * MIB + 1)        # the first chunk reserves 4 MiB
+    assert (arena.chunks, arena.reserved) == (0, 0)   # mapped at the first take
     sizes = (1, 100, 3 * MIB, 64, 5 * MIB, MIB, 7)
     pieces = [arena.take(n) for n in sizes]
     for p, n in zip(pieces, sizes):
         assert p.dtype == np.uint8 and p.shape == (n,) and p.flags.c_contiguous and p.flags.writeable
         assert p.ctypes.data % K.ARENA_ALIGN == 0
+        assert not p.any()                    # fresh pages
     spans = sorted((p.ctypes.data, p.ctypes.data + p.size) for p in pieces)
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), "pieces overlap"
-    # a chunk starts on a huge page: the first piece, and the 5 MiB piece (larger than a chunk: its own)
+    # 1 + 100 + 3 MiB + 64 fill the first chunk (each piece starts on 64 bytes): it starts on a
+    # huge page and the pieces follow each other
     assert pieces[0].ctypes.data % K.HUGE_PAGE_BYTES == 0
-    assert pieces[4].ctypes.data % K.HUGE_PAGE_BYTES == 0
-    # 1 + 100 + 3 MiB + 64 fill the first 4 MiB chunk, the 5 MiB piece gets a 6 MiB chunk, and the
-    # first chunk has 256 bytes too few for 1 MiB more (each piece starts on 64 bytes), so a third
-    # chunk holds it and the last 7
-    assert pieces[5].ctypes.data % K.HUGE_PAGE_BYTES == 0
-    assert pieces[6].ctypes.data == pieces[5].ctypes.data + MIB
-    assert (arena.chunks, arena.reserved, arena.taken) == (3, 14 * MIB, sum(p.size for p in pieces))
+    assert [p.ctypes.data - pieces[0].ctypes.data for p in pieces[:4]] == [0, 64, 192, 192 + 3 * MIB]
+    # the 5 MiB piece, and the 1 MiB one (256 bytes too many for the rest of the first chunk), get
+    # chunks of their own; the last 7 bytes still fit the first chunk
+    assert pieces[4].ctypes.data % K.HUGE_PAGE_BYTES == 0 and pieces[5].ctypes.data % K.HUGE_PAGE_BYTES == 0
+    assert pieces[6].ctypes.data == pieces[0].ctypes.data + 192 + 3 * MIB + 64
+    assert (arena.chunks, arena.reserved, arena.taken) == (3, 4 * MIB + 6 * MIB + 2 * MIB, sum(sizes))
     if HAS_THP:
         assert arena.advised == 3
     for i, p in enumerate(pieces):   # writable and separate
@@ -189,18 +191,22 @@ def test_weight_arena_pieces_aligned_disjoint_and_chunked():
     assert "chunks=3" in repr(arena)
 
 
-@pytest.mark.parametrize("bad,exc,msg", [(3 * MIB, ValueError, "multiple of 2 MiB"), (0, ValueError, "multiple"),
-                                         (2 << 30, ValueError, "1 GiB"), (-2 * MIB, ValueError, "multiple"),
-                                         (True, TypeError, "chunk_bytes must be an int"),
-                                         (2.0 * MIB, TypeError, "chunk_bytes must be an int")])
-def test_weight_arena_rejects_bad_chunk_size(bad, exc, msg):
-    with pytest.raises(exc, match=msg):
-        K.WeightArena(bad)
+def test_weight_arena_chunks_outlive_the_arena():
+    arena = K.WeightArena(2 * MIB)
+    piece = arena.take(1000)
+    piece[:] = 7
+    del arena
+    import gc
+    gc.collect()
+    assert int(piece.sum()) == 7000           # the chunk is alive while a piece is
 
 
 @pytest.mark.parametrize("bad,exc", [(0, ValueError), (-5, ValueError), ((1 << 40) + 1, ValueError),
-                                     (None, TypeError), ("64", TypeError), (False, TypeError)])
-def test_weight_arena_take_rejects_bad_sizes(bad, exc):
+                                     (None, TypeError), ("64", TypeError), (False, TypeError),
+                                     (2.0 * MIB, TypeError)])
+def test_weight_arena_rejects_bad_sizes(bad, exc):
+    with pytest.raises(exc, match="nbytes"):
+        K.WeightArena(bad)
     arena = K.WeightArena(2 * MIB)
     with pytest.raises(exc, match="nbytes"):
         arena.take(bad)
@@ -209,9 +215,7 @@ def test_weight_arena_take_rejects_bad_sizes(bad, exc):
 
 def test_weight_arena_for_model_sizes():
     assert K.weight_arena(K.ARENA_MIN_BYTES - 1) is None
-    assert K.weight_arena(K.ARENA_MIN_BYTES).chunk_bytes == K.ARENA_MIN_BYTES
-    assert K.weight_arena(9 * MIB + 1).chunk_bytes == 10 * MIB
-    assert K.weight_arena(300 * MIB).chunk_bytes == K.ARENA_MAX_CHUNK_BYTES
+    assert K.weight_arena(K.ARENA_MIN_BYTES).nbytes == K.ARENA_MIN_BYTES
     with pytest.raises(TypeError, match="nbytes must be an int"):
         K.weight_arena(1e9)
 
