@@ -576,12 +576,12 @@ def load_hf_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray], HFModelSp
     return config, {name: tensors[name] for name in wanted}, spec
 
 
-def load_hf(path, output_screen=True):
+def load_hf(path, output_screen=True, huge_pages=False):
     """Load a Hugging Face directory into a pytransformer Model; sets its generation rules and,
     when the directory ships tokenizer files and a tokenizer package is installed, model.tokenizer."""
     from .model import Model
     config, tensors, spec = load_hf_weights(path)
-    model = Model(config, tensors, path=str(path), output_screen=output_screen)
+    model = Model(config, tensors, path=str(path), output_screen=output_screen, huge_pages=huge_pages)
     g = spec.generation
     model.forced_bos_id = g["forced_bos_id"]
     model.forced_eos_id = g["forced_eos_id"]

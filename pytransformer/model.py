@@ -323,9 +323,10 @@ class Model:
     # (same tokens; see pytransformer/screen.py). Smaller ones are cheap to read in full.
     SCREEN_MIN_BYTES = 4 << 20
 
-    def __init__(self, config: ModelConfig, tensors: dict, path=None, output_screen=True):
+    def __init__(self, config: ModelConfig, tensors: dict, path=None, output_screen=True, huge_pages=False):
         self.config = cfg = config
         self.path = path
+        self.huge_pages = bool(huge_pages)   # see pytransformer.load
         t = tensors
         self.pre_norm = cfg.norm_placement == "pre"
         self.embed_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
@@ -345,16 +346,21 @@ class Model:
     def _build(self, t, cfg, output_screen):
         src_table = t["src_embedding.weight"]
         tgt_table = src_table if cfg.shared_embeddings else t["tgt_embedding.weight"]
-        # The packed weights in an arena on huge pages (see K.WeightArena): a decode step streams
-        # them all, and on 4 KiB pages that is a TLB miss every 4 KiB. (None for small models.)
-        self.weight_arena = arena = K.weight_arena(_packed_bytes_bound(t))
+        # With huge_pages, the decoder layers' packed weights in an arena on huge pages (see
+        # K.WeightArena): a decode step streams them all, and on 4 KiB pages that is a TLB miss every
+        # 4 KiB. Only those: the encoder's GEMMs reuse every panel many times (0.99x measured), the
+        # float32 output projection is read a few columns at a time behind the screen, and each huge
+        # page costs its first touch (see pytransformer.load). None for small models.
+        self.weight_arena = arena = K.weight_arena(
+            _packed_bytes_bound({n: v for n, v in t.items() if n.startswith("decoder.layers.")})) \
+            if self.huge_pages else None
         # The output projection is a GEMM with B = table^T. When it is tied, the packed copy also
         # serves the target-embedding gathers, so the table is held once.
         if cfg.tie_output:
-            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None, arena)
+            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None)
             self.tgt_embed = self.output.packed
         else:
-            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None, arena)
+            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None)
             self.tgt_embed = _own(tgt_table)
         self.output_screen = None
         if output_screen and self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
@@ -385,7 +391,7 @@ class Model:
         emb_norm = cfg.embedding_norm
         self.enc_emb_norm = _norm(t, "encoder.embedding_norm", cfg) if emb_norm else None
         self.dec_emb_norm = _norm(t, "decoder.embedding_norm", cfg) if emb_norm else None
-        self.encoder_layers = [EncoderLayer(t, f"encoder.layers.{i}.", cfg, arena) for i in range(cfg.encoder_layers)]
+        self.encoder_layers = [EncoderLayer(t, f"encoder.layers.{i}.", cfg) for i in range(cfg.encoder_layers)]
         self.decoder_layers = [DecoderLayer(t, f"decoder.layers.{i}.", cfg, arena) for i in range(cfg.decoder_layers)]
         self.enc_final = _norm(t, "encoder.final_norm", cfg) if cfg.encoder_final_norm else None
         self.dec_final = _norm(t, "decoder.final_norm", cfg) if cfg.decoder_final_norm else None
@@ -630,7 +636,7 @@ class Model:
         the screen costs a quarter of the projection's float32 bytes in memory. Returns whether a screen is
         in use: a projection with non-finite weights cannot be screened."""
         from .screen import OutputScreen
-        self.output_screen = OutputScreen.build(self.output) if enabled else None
+        self.output_screen = OutputScreen.build(self.output, self.huge_pages) if enabled else None
         return self.output_screen is not None
 
     # ------------------------------------------------------------------ incremental decoding

@@ -75,16 +75,18 @@ class OutputScreen:
                                bias_max, _REL, _SLACK, self.abs_err)
 
     @classmethod
-    def build(cls, output):
-        """The screen for Linear `output`, or None when its weights or bias are not all finite."""
+    def build(cls, output, huge_pages=False):
+        """The screen for Linear `output`, or None when its weights or bias are not all finite.
+        huge_pages: put the 8-bit copy on huge pages when it is large (see pytransformer.load)."""
         if output.bias is not None and not np.all(np.isfinite(output.bias)):
             return None
         k = output.packed.k
         if k * _U >= 0.5:
             return None
-        # the int8 copy (a quarter of the float32 bytes) on huge pages when it is large, in a chunk
-        # of its own (unmapped with the screen)
-        q, scale, qsum, sq_w, sq_d = K.pack_i8(output.packed, arena=K.weight_arena(output.packed.nbytes // 4))
+        # the int8 copy (a quarter of the float32 bytes), with huge_pages in a chunk of its own
+        # (unmapped with the screen)
+        arena = K.weight_arena(output.packed.nbytes // 4) if huge_pages else None
+        q, scale, qsum, sq_w, sq_d = K.pack_i8(output.packed, arena=arena)
         gamma = k * _U / (1.0 - k * _U)
         w_norm, d_norm = np.sqrt(sq_w), np.sqrt(sq_d)
         err = d_norm + gamma * _SLACK * w_norm

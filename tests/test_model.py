@@ -210,36 +210,37 @@ def test_padded_array_input_equals_list_input(pair):
         np.testing.assert_array_equal(x, y)
 
 
-def _linears(model):
-    out = [model.output]
-    for layer in model.encoder_layers + model.decoder_layers:
-        for attn in [layer.attn] if hasattr(layer, "attn") else [layer.self_attn, layer.cross_attn]:
+def _decoder_linears(model):
+    out = []
+    for layer in model.decoder_layers:
+        for attn in (layer.self_attn, layer.cross_attn):
             out += [x for x in (attn.q, attn.kv, attn.qkv, attn.out) if x is not None]
         out += [layer.ffn.fc1, layer.ffn.fc2]
     return out
 
 
-def test_packed_weights_live_in_the_huge_page_arena(tmp_path, monkeypatch):
-    """A model with more than K.ARENA_MIN_BYTES of weights packs them all into one WeightArena;
-    the results are those of the same model packed into ordinary arrays, to the bit."""
+def test_huge_pages_put_decoder_weights_in_an_arena(tmp_path):
+    """load(huge_pages=True): a model with more than K.ARENA_MIN_BYTES of decoder-layer weights
+    packs them into one WeightArena, and its screen's 8-bit copy into another when that is large;
+    the results are those of the same model packed into ordinary arrays (the default), to the bit."""
     from pytransformer import _kernels as K
     from pytransformer.config import ModelConfig, expected_tensors
-    config = dict(format="pytransformer", format_version=1, d_model=128, num_heads=4, encoder_layers=2,
-                  decoder_layers=2, ffn_dim=256, src_vocab_size=9000, tgt_vocab_size=9001, activation="relu",
+    config = dict(format="pytransformer", format_version=1, d_model=256, num_heads=4, encoder_layers=1,
+                  decoder_layers=3, ffn_dim=1024, src_vocab_size=300, tgt_vocab_size=301, activation="relu",
                   norm_placement="post", positional_encoding="sinusoidal", max_positions=64,
                   tie_output=False, output_bias=True, pad_id=0, eos_id=2, decoder_start_id=1)
     rng = np.random.default_rng(5)
     tensors = {n: (rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32)
                for n, s in expected_tensors(ModelConfig.from_dict(config)).items()}
     pytransformer.save(tmp_path, config, tensors)
-    model = pytransformer.load(tmp_path)
+    model = pytransformer.load(tmp_path, huge_pages=True)
+    assert model.huge_pages
     arena = model.weight_arena
     assert arena is not None and arena.chunks == 1   # the reservation bounds every packed weight
-    assert arena.taken == sum(x.packed.nbytes for x in _linears(model))
-    assert all(x.packed.data.ctypes.data % K.ARENA_ALIGN == 0 for x in _linears(model))
-    monkeypatch.setattr(K, "weight_arena", lambda nbytes: None)
+    assert arena.taken == sum(x.packed.nbytes for x in _decoder_linears(model))
+    assert all(x.packed.data.ctypes.data % K.ARENA_ALIGN == 0 for x in _decoder_linears(model))
     plain = pytransformer.load(tmp_path)
-    assert plain.weight_arena is None
+    assert plain.weight_arena is None and not plain.huge_pages
     srcs = [[5, 6, 7, 8, 9, 3], [11, 12]]
     for a, b in zip(model.generate(srcs, 8, return_scores=True), plain.generate(srcs, 8, return_scores=True)):
         for x, y in zip(a, b):
@@ -247,8 +248,16 @@ def test_packed_weights_live_in_the_huge_page_arena(tmp_path, monkeypatch):
     np.testing.assert_array_equal(model.forward(srcs[:1], [[1, 4, 5]]), plain.forward(srcs[:1], [[1, 4, 5]]))
 
 
-def test_small_models_use_no_arena(learned_model):
-    assert learned_model[1].weight_arena is None
+def test_small_models_use_no_arena(tmp_path):
+    cfg = PARITY_CONFIGS["pre_gelu_learned_separate"]
+    export.from_torch(torch_reference.init_seeded(cfg, seed=1), tmp_path)
+    assert pytransformer.load(tmp_path, huge_pages=True).weight_arena is None
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_huge_pages_must_be_a_bool(learned_model, bad):
+    with pytest.raises(TypeError, match="huge_pages must be True or False"):
+        pytransformer.load(learned_model[1].path, huge_pages=bad)
 
 
 # ---------------------------------------------------------------- bad input

@@ -483,3 +483,19 @@ def test_python_threads_share_the_screen(screened_model):
         for r in rounds:
             for a, b in zip(r, want[j]):
                 np.testing.assert_array_equal(a, b, err_msg=f"thread {j}")
+
+
+def test_huge_pages_screen_copy_in_its_own_chunk_same_bits():
+    """OutputScreen.build(huge_pages=True) puts a large 8-bit copy (here 8 MiB) in a chunk of its own
+    on a 2 MiB boundary; the copy and the argmax are those of the ordinary build."""
+    from pytransformer.model import Linear
+    from pytransformer.screen import OutputScreen
+    rng = np.random.default_rng(11)
+    lin = Linear((rng.standard_normal((32768, 256)) / 16).astype(np.float32))
+    plain, huge = OutputScreen.build(lin), OutputScreen.build(lin, huge_pages=True)
+    assert huge.q.nbytes >= K.ARENA_MIN_BYTES
+    assert huge.q.ctypes.data % K.HUGE_PAGE_BYTES == 0 and type(huge.q.base.base).__name__ == "_HugeChunk"
+    assert plain.q.base is None or type(plain.q.base).__name__ != "_HugeChunk"
+    np.testing.assert_array_equal(huge.q, plain.q)
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    np.testing.assert_array_equal(huge.argmax(x), plain.argmax(x))
