@@ -79,3 +79,22 @@ def test_probe_peak_rss_is_its_own_not_its_parents():
     assert 10 < own < 300, (own, inherited)
     if sys.platform.startswith("linux"):
         assert own < inherited  # the case the probes guard against, on this kernel
+
+
+def test_load_probes_alternate_engines_and_report_medians(monkeypatch):
+    calls = []
+    loads = {"a": iter([0.8, 0.2, 0.3]), "b": iter([0.5, 0.6, 0.1])}
+
+    def fake_probe(name, hf_dir, threads):
+        calls.append(name)
+        t = next(loads[name])
+        return {"import_s": 0.1, "load_s": t - 0.05, "load_to_first_token_s": t,
+                "peak_rss_mb_first_token": 300.0 + len(calls), "peak_rss_mb": 400.0}
+
+    monkeypatch.setattr(compare_engines, "run_probe", fake_probe)
+    out = compare_engines.probe_rounds(["a", "b"], "dir", 2, rounds=3)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert out["a"]["load_to_first_token_s"] == pytest.approx(0.3)
+    assert out["a"]["load_to_first_token_each_s"] == [0.8, 0.2, 0.3]
+    assert out["b"]["load_to_first_token_s"] == pytest.approx(0.5)
+    assert out["b"]["peak_rss_mb_first_token"] == 304.0      # median of 302, 304, 306
