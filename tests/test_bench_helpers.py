@@ -98,3 +98,11 @@ def test_load_probes_alternate_engines_and_report_medians(monkeypatch):
     assert out["a"]["load_to_first_token_each_s"] == [0.8, 0.2, 0.3]
     assert out["b"]["load_to_first_token_s"] == pytest.approx(0.5)
     assert out["b"]["peak_rss_mb_first_token"] == 304.0      # median of 302, 304, 306
+
+
+def test_step_bound_pairs_each_greedy_sample_with_its_own_bandwidth():
+    # (greedy - first token) / 63 steps, against 119 MB at the bandwidth read right before each sample
+    got = compare_engines.step_bound_rounds([0.3165, 0.3165], 0.0165, [30.0, 20.0], 119e6)
+    step = 0.3 / (compare_engines.NEW_TOKENS - 1)
+    assert got == pytest.approx([step / (119e6 / 30e9), step / (119e6 / 20e9)])
+    assert got[0] > got[1]          # the same step is nearer the bound when memory was slower
