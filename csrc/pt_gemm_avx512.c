@@ -40,16 +40,17 @@
 #define PT_GEMM512_PREFETCH_ROWS 32
 #endif
 
-/* Products with at most this many rows (decode steps of batches up to 4) read B one panel after
+/* Products with at most this many rows (decode steps of batches up to 7) read B one panel after
  * the other, a single sequential stream per thread, instead of 8 (1 row), 4 (2-6 rows) or 3
  * panels side by side: B comes from memory once and the arithmetic is light, and on an AMD EPYC
  * (Zen 4, 2 threads) memory delivered a single stream per core much faster than several 32-128
  * KiB apart. The 36 decoder GEMMs of the opus-mt-size model (88 MB), alternated in one process:
  * 1 row 0.70-0.80x the time at 1 and 2 threads (from 22 to 28 GB/s at 2 threads, where the
- * bandwidth probe reads 31), 2 rows 0.82-0.92x, 4 rows 0.77-0.89x; 8 and 16 rows 1.02-1.13x, so
- * they keep the wide tiles. Only the order in which panels are visited changes: same bits.
+ * bandwidth probe reads 31), 2 rows 0.82-0.92x, 4 rows 0.77-0.89x, 5-7 rows 0.86-0.93x; 8 rows
+ * 1.02-1.14x, 16 rows 1.10-1.13x, so from 8 rows on the wide tiles stay.
+ * Only the order in which panels are visited changes: same bits.
  * (The earlier 8-stream choice was measured on a Sapphire Rapids machine.) */
-#define PT_GEMM512_STREAM_ROWS 4
+#define PT_GEMM512_STREAM_ROWS 7
 
 /* Widest tile in panels (the 1-row decode kernel), i.e. columns of the local tile buffer / 16. */
 #define PT_GEMM512_MAX_NP 8

@@ -143,7 +143,7 @@ def test_gemm_row_alone_equals_row_in_batch(isa, threads, m, rng):
         np.testing.assert_array_equal(K.gemm(a[i:i + 1], wp, bias, None, "silu"), full[i:i + 1])
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 8])
 @pytest.mark.parametrize("n,k", [(389, 512), (2048, 64), (16, 300), (150, 2048)])
 def test_gemm_few_rows_stream_panels_same_bits_as_wide_tiles(isa, m, n, k, rng):
     """Products of a few rows (decode steps of small batches) visit B one panel after the other
