@@ -59,9 +59,10 @@ def load(path, output_screen=True, huge_pages=False):
     huge_pages=True: keep the decoder layers' packed weights (and the 8-bit copy) on transparent
     huge pages where the system allows (Linux). A decode step streams all of them, and on 4 KiB
     pages that is a TLB miss every 4 KiB: greedy decoding at batch 1 of the opus-mt-size model took
-    0.96x the time on 2 threads and 0.97x on 1 in our measurements. The price is at load: on some virtual machines a huge page is much slower to
-    touch the first time (0.1-0.5 s more for the opus-mt-size model on ours), hence off by default;
-    for a long-running service it pays. Same results either way."""
+    0.96x the time on 2 threads and 0.97x on 1 in our measurements. The price is at load: on some
+    virtual machines a huge page is much slower to touch the first time (0.1-0.5 s more for the
+    opus-mt-size model on ours), hence off by default; for a long-running service it pays. Same
+    results either way."""
     from . import hf
     from .text import check_compatible, load_tokenizer
     if not isinstance(output_screen, bool):

@@ -153,10 +153,10 @@ def _norm(t, name, cfg):
 class EncoderLayer:
     __slots__ = ("attn", "attn_norm", "ffn", "ffn_norm")
 
-    def __init__(self, t, prefix, cfg, arena=None):
-        self.attn = Attention(t, prefix + "self_attn.", cfg, cross=False, arena=arena)
+    def __init__(self, t, prefix, cfg):
+        self.attn = Attention(t, prefix + "self_attn.", cfg, cross=False)
         self.attn_norm = _norm(t, prefix + "self_attn_norm", cfg)
-        self.ffn = FeedForward(t, prefix + "ffn.", cfg, arena)
+        self.ffn = FeedForward(t, prefix + "ffn.", cfg)
         self.ffn_norm = _norm(t, prefix + "ffn_norm", cfg)
 
 
