@@ -117,23 +117,21 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
 /* Rows of a at once in a tile kernel; more rows run in groups of this many, each group over a
  * chunk of panels that stays in L2, so the copy still comes from memory once. */
 #define PT_SCREEN_TILE_ROWS 4
-/* Panels of the widest tile any path uses. */
-#define PT_SCREEN_MAX_NP 4
 /* Groups per call of a tile kernel: its int32 lanes then cannot overflow (each group adds at
  * most 4 x 16383 x 127 in magnitude; 256 of them stay below 2^31). */
 #define PT_SCREEN_BLOCK_GROUPS 256
-/* A tile kernel: for its own fixed rows r and np panels from qp (panels pstride bytes apart),
- * groups [g0, g1) (at most PT_SCREEN_BLOCK_GROUPS):
- *     tile[r * np * 16 + q * 16 + jj] = sum over those groups of (128 hi + lo) . q
- * hi/lo rows are ldg words apart. */
+/* A tile kernel: for its own fixed rows r and the one panel at qp, groups [g0, g1) (at most
+ * PT_SCREEN_BLOCK_GROUPS):
+ *     tile[r * 16 + jj] = sum over those groups of (128 hi + lo) . q
+ * hi/lo rows are ldg words apart. One panel at a time, so each thread reads one stream of the copy:
+ * tiles over 2-4 panels side by side (rows 1-2 on AVX2, 1-4 with VNNI) took 1.04-1.16x the time of
+ * greedy decoding on this project's AMD EPYC (Zen 4) machine at batches 1, 2, 4 and 16, 1 and 2
+ * threads, as the GEMM's few-row products do (PT_GEMM512_STREAM_ROWS in pt_gemm_avx512.c). */
 typedef void (*pt_screen_tile_fn)(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp,
-                                  size_t pstride, int g0, int g1, int32_t *tile);
-/* A path's tile kernels by number of rows (index 1..PT_SCREEN_TILE_ROWS): the widest, taking
- * wide_np[rows] panels, and the one-panel kernel for what is left. */
+                                  int g0, int g1, int32_t *tile);
+/* A path's tile kernels by number of rows (index 1..PT_SCREEN_TILE_ROWS). */
 typedef struct {
-    pt_screen_tile_fn wide[PT_SCREEN_TILE_ROWS + 1];
-    pt_screen_tile_fn one[PT_SCREEN_TILE_ROWS + 1];
-    int wide_np[PT_SCREEN_TILE_ROWS + 1];
+    pt_screen_tile_fn rows[PT_SCREEN_TILE_ROWS + 1];
 } pt_screen_tiles;
 /* The body of every pt_screen_logits_*: checks the arguments, splits the panels into chunks over
  * the threads and runs the path's tiles over each chunk; scales, adds the bias, rounds. */

@@ -78,54 +78,46 @@ int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale,
     return pt_pack_i8_drive(pack_i8_range_avx2, packed, k, n, q, scale, qsum, sq_w, sq_d, nthreads);
 }
 
-/* Groups ahead that each panel stream is prefetched (a group is one 64-byte line). */
+/* Groups ahead that the panel stream is prefetched (a group is one 64-byte line). */
 #define PT_SCREEN_PREFETCH_GROUPS 16
 
-/* MR rows x NP panels; each panel is two ymm halves (columns 0-7, 8-15) and each (row, half) one
- * accumulator: 16 ymm registers hold MR * NP * 2 of them, the two loaded halves and the two
- * pmaddwd weights; the digits are broadcast from memory as they are needed. */
+/* MR rows x one panel; the panel is two ymm halves (columns 0-7, 8-15), each (row, half) one
+ * accumulator; the digits are broadcast from memory as they are needed. */
 #define PT_UNROLL _Pragma("GCC unroll 8")
-#define PT_DEFINE_SCREEN_I8(MR, NP)                                                                        \
-    static void screen_i8_##MR##x##NP(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp,   \
-                                      size_t pstride, int g0, int g1, int32_t *tile) {                     \
+#define PT_DEFINE_SCREEN_I8(MR)                                                                            \
+    static void screen_i8_##MR(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp, int g0,  \
+                               int g1, int32_t *tile) {                                                    \
         const __m256i w128 = _mm256_set1_epi16(128), w1 = _mm256_set1_epi16(1);                            \
-        __m256i acc[MR][2 * NP];                                                                           \
-        PT_UNROLL for (int r = 0; r < MR; r++)                                                             \
-            PT_UNROLL for (int h = 0; h < 2 * NP; h++) acc[r][h] = _mm256_setzero_si256();                 \
+        __m256i acc[MR][2];                                                                                \
+        PT_UNROLL for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();             \
         for (int gg = g0; gg < g1; gg++) {                                                                 \
-            PT_UNROLL for (int q = 0; q < NP; q++) {                                                       \
-                const int8_t *grp = qp + q * pstride + (size_t)gg * PT_SCREEN_GROUP_BYTES;                 \
-                _mm_prefetch((const char *)(grp + PT_SCREEN_PREFETCH_GROUPS * PT_SCREEN_GROUP_BYTES),      \
-                             _MM_HINT_T0);                                                                 \
-                __m256i b0 = _mm256_loadu_si256((const __m256i *)grp);                                     \
-                __m256i b1 = _mm256_loadu_si256((const __m256i *)(grp + 32));                              \
-                PT_UNROLL for (int r = 0; r < MR; r++) {                                                   \
-                    __m256i h = _mm256_set1_epi32((int)hi[(size_t)r * ldg + gg]);                          \
-                    __m256i l = _mm256_set1_epi32((int)lo[(size_t)r * ldg + gg]);                          \
-                    acc[r][2 * q] = _mm256_add_epi32(acc[r][2 * q], _mm256_add_epi32(                      \
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(h, b0), w128),                              \
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(l, b0), w1)));                              \
-                    acc[r][2 * q + 1] = _mm256_add_epi32(acc[r][2 * q + 1], _mm256_add_epi32(              \
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(h, b1), w128),                              \
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(l, b1), w1)));                              \
-                }                                                                                          \
+            const int8_t *grp = qp + (size_t)gg * PT_SCREEN_GROUP_BYTES;                                   \
+            _mm_prefetch((const char *)(grp + PT_SCREEN_PREFETCH_GROUPS * PT_SCREEN_GROUP_BYTES), _MM_HINT_T0); \
+            __m256i b0 = _mm256_loadu_si256((const __m256i *)grp);                                         \
+            __m256i b1 = _mm256_loadu_si256((const __m256i *)(grp + 32));                                  \
+            PT_UNROLL for (int r = 0; r < MR; r++) {                                                       \
+                __m256i h = _mm256_set1_epi32((int)hi[(size_t)r * ldg + gg]);                              \
+                __m256i l = _mm256_set1_epi32((int)lo[(size_t)r * ldg + gg]);                              \
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_add_epi32(                                  \
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(h, b0), w128),                                  \
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(l, b0), w1)));                                  \
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_add_epi32(                                  \
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(h, b1), w128),                                  \
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(l, b1), w1)));                                  \
             }                                                                                              \
         }                                                                                                  \
-        PT_UNROLL for (int r = 0; r < MR; r++)                                                             \
-            PT_UNROLL for (int h = 0; h < 2 * NP; h++)                                                     \
-                _mm256_storeu_si256((__m256i *)(tile + r * NP * PT_NR + h * 8), acc[r][h]);                \
+        PT_UNROLL for (int r = 0; r < MR; r++) {                                                           \
+            _mm256_storeu_si256((__m256i *)(tile + r * PT_NR), acc[r][0]);                                 \
+            _mm256_storeu_si256((__m256i *)(tile + r * PT_NR + 8), acc[r][1]);                             \
+        }                                                                                                  \
     }
-PT_DEFINE_SCREEN_I8(1, 4)
-PT_DEFINE_SCREEN_I8(1, 1)
-PT_DEFINE_SCREEN_I8(2, 2)
-PT_DEFINE_SCREEN_I8(2, 1)
-PT_DEFINE_SCREEN_I8(3, 1)
-PT_DEFINE_SCREEN_I8(4, 1)
+PT_DEFINE_SCREEN_I8(1)
+PT_DEFINE_SCREEN_I8(2)
+PT_DEFINE_SCREEN_I8(3)
+PT_DEFINE_SCREEN_I8(4)
 
 static const pt_screen_tiles tiles_avx2 = {
-    {NULL, screen_i8_1x4, screen_i8_2x2, screen_i8_3x1, screen_i8_4x1},
-    {NULL, screen_i8_1x1, screen_i8_2x1, screen_i8_3x1, screen_i8_4x1},
-    {0, 4, 2, 1, 1},
+    {NULL, screen_i8_1, screen_i8_2, screen_i8_3, screen_i8_4},
 };
 
 int pt_screen_logits_avx2(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,

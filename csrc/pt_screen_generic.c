@@ -280,28 +280,26 @@ static void screen_epilogue(const double *restrict acc, const int32_t *restrict 
  * chunk's panels stay in L2 for the next group). */
 static void screen_region(const pt_screen_tiles *tiles, const pt_screen *s, const uint32_t *hi,
                           const uint32_t *lo, const double *sx, int m, float *g, int p0, int p1) {
-    int32_t part[PT_SCREEN_TILE_ROWS * PT_SCREEN_MAX_NP * PT_NR];
-    double acc[PT_SCREEN_TILE_ROWS * PT_SCREEN_MAX_NP * PT_NR];
+    int32_t part[PT_SCREEN_TILE_ROWS * PT_NR];
+    double acc[PT_SCREEN_TILE_ROWS * PT_NR];
     int n = s->n, groups = pt_screen_groups(s->k);
     size_t pstride = (size_t)groups * PT_SCREEN_GROUP_BYTES;
     for (int r0 = 0; r0 < m; r0 += PT_SCREEN_TILE_ROWS) {
         int rows = m - r0 < PT_SCREEN_TILE_ROWS ? m - r0 : PT_SCREEN_TILE_ROWS;
         const uint32_t *h = hi + (size_t)r0 * groups, *l = lo + (size_t)r0 * groups;
-        for (int p = p0; p < p1;) {
-            int np = tiles->wide_np[rows] <= p1 - p ? tiles->wide_np[rows] : 1;
-            pt_screen_tile_fn fn = np > 1 ? tiles->wide[rows] : tiles->one[rows];
-            int vals = rows * np * PT_NR;
+        pt_screen_tile_fn fn = tiles->rows[rows];
+        int vals = rows * PT_NR;
+        for (int p = p0; p < p1; p++) {
             for (int v = 0; v < vals; v++) acc[v] = 0.0;
             for (int g0 = 0; g0 < groups; g0 += PT_SCREEN_BLOCK_GROUPS) {
                 int g1 = groups - g0 < PT_SCREEN_BLOCK_GROUPS ? groups : g0 + PT_SCREEN_BLOCK_GROUPS;
-                fn(h, l, groups, s->q + (size_t)p * pstride, pstride, g0, g1, part);
+                fn(h, l, groups, s->q + (size_t)p * pstride, g0, g1, part);
                 for (int v = 0; v < vals; v++) acc[v] += part[v];      /* exact: |sum| < 2^53 */
             }
-            int j0 = p * PT_NR, cols = (p + np) * PT_NR < n ? np * PT_NR : n - j0;
+            int j0 = p * PT_NR, cols = j0 + PT_NR < n ? PT_NR : n - j0;
             for (int r = 0; r < rows; r++)
-                screen_epilogue(acc + r * np * PT_NR, s->qsum + j0, s->scale + j0,
+                screen_epilogue(acc + r * PT_NR, s->qsum + j0, s->scale + j0,
                                 s->bias != NULL ? s->bias + j0 : NULL, sx[r0 + r], g + (size_t)(r0 + r) * n + j0, cols);
-            p += np;
         }
     }
 }
@@ -338,8 +336,7 @@ int pt_screen_drive(const pt_screen_tiles *tiles, const pt_screen *s, const uint
 /* Portable tiles: MR rows x one panel, 32-bit integer multiply-adds. */
 #define PT_DEFINE_SCREEN_GENERIC(MR)                                                                       \
     static void screen_generic_##MR(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp,     \
-                                    size_t pstride, int g0, int g1, int32_t *tile) {                       \
-        (void)pstride;                                                                                     \
+                                    int g0, int g1, int32_t *tile) {                                       \
         int32_t acc[MR][PT_NR] = {{0}};                                                                    \
         for (int gg = g0; gg < g1; gg++) {                                                                 \
             const int8_t *grp = qp + (size_t)gg * PT_SCREEN_GROUP_BYTES;                                   \
@@ -360,8 +357,6 @@ PT_DEFINE_SCREEN_GENERIC(4)
 
 static const pt_screen_tiles tiles_generic = {
     {NULL, screen_generic_1, screen_generic_2, screen_generic_3, screen_generic_4},
-    {NULL, screen_generic_1, screen_generic_2, screen_generic_3, screen_generic_4},
-    {0, 1, 1, 1, 1},
 };
 
 int pt_screen_logits_generic(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,

@@ -8,53 +8,36 @@
 
 #include <immintrin.h>
 
-/* Groups ahead that each panel stream is prefetched (a group is one 64-byte line). */
+/* Groups ahead that the panel stream is prefetched (a group is one 64-byte line). */
 #define PT_SCREEN_PREFETCH_GROUPS 16
 
-/* MR rows x NP panels: each (row, panel) has a high-digit and a low-digit accumulator (MR * NP * 2
- * of the 32 zmm registers), combined as 128 hi + lo when the block ends. */
+/* MR rows x one panel: each row has a high-digit and a low-digit accumulator, combined as
+ * 128 hi + lo when the block ends. */
 #define PT_UNROLL _Pragma("GCC unroll 8")
-#define PT_DEFINE_SCREEN_VNNI(MR, NP)                                                                      \
-    static void screen_vnni_##MR##x##NP(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp, \
-                                        size_t pstride, int g0, int g1, int32_t *tile) {                   \
-        __m512i ah[MR][NP], al[MR][NP];                                                                    \
-        PT_UNROLL for (int r = 0; r < MR; r++)                                                             \
-            PT_UNROLL for (int q = 0; q < NP; q++) ah[r][q] = al[r][q] = _mm512_setzero_si512();           \
+#define PT_DEFINE_SCREEN_VNNI(MR)                                                                          \
+    static void screen_vnni_##MR(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp, int g0, \
+                                 int g1, int32_t *tile) {                                                  \
+        __m512i ah[MR], al[MR];                                                                            \
+        PT_UNROLL for (int r = 0; r < MR; r++) ah[r] = al[r] = _mm512_setzero_si512();                     \
         for (int gg = g0; gg < g1; gg++) {                                                                 \
-            __m512i b[NP];                                                                                 \
-            PT_UNROLL for (int q = 0; q < NP; q++) {                                                       \
-                const int8_t *grp = qp + q * pstride + (size_t)gg * PT_SCREEN_GROUP_BYTES;                 \
-                _mm_prefetch((const char *)(grp + PT_SCREEN_PREFETCH_GROUPS * PT_SCREEN_GROUP_BYTES),      \
-                             _MM_HINT_T0);                                                                 \
-                b[q] = _mm512_loadu_si512((const void *)grp);                                              \
-            }                                                                                              \
+            const int8_t *grp = qp + (size_t)gg * PT_SCREEN_GROUP_BYTES;                                   \
+            _mm_prefetch((const char *)(grp + PT_SCREEN_PREFETCH_GROUPS * PT_SCREEN_GROUP_BYTES), _MM_HINT_T0); \
+            __m512i b = _mm512_loadu_si512((const void *)grp);                                             \
             PT_UNROLL for (int r = 0; r < MR; r++) {                                                       \
-                __m512i h = _mm512_set1_epi32((int)hi[(size_t)r * ldg + gg]);                              \
-                __m512i l = _mm512_set1_epi32((int)lo[(size_t)r * ldg + gg]);                              \
-                PT_UNROLL for (int q = 0; q < NP; q++) {                                                   \
-                    ah[r][q] = _mm512_dpbusd_epi32(ah[r][q], h, b[q]);                                     \
-                    al[r][q] = _mm512_dpbusd_epi32(al[r][q], l, b[q]);                                     \
-                }                                                                                          \
+                ah[r] = _mm512_dpbusd_epi32(ah[r], _mm512_set1_epi32((int)hi[(size_t)r * ldg + gg]), b);   \
+                al[r] = _mm512_dpbusd_epi32(al[r], _mm512_set1_epi32((int)lo[(size_t)r * ldg + gg]), b);   \
             }                                                                                              \
         }                                                                                                  \
         PT_UNROLL for (int r = 0; r < MR; r++)                                                             \
-            PT_UNROLL for (int q = 0; q < NP; q++)                                                         \
-                _mm512_storeu_si512((void *)(tile + r * NP * PT_NR + q * PT_NR),                           \
-                                    _mm512_add_epi32(_mm512_slli_epi32(ah[r][q], 7), al[r][q]));           \
+            _mm512_storeu_si512((void *)(tile + r * PT_NR), _mm512_add_epi32(_mm512_slli_epi32(ah[r], 7), al[r])); \
     }
-PT_DEFINE_SCREEN_VNNI(1, 4)
-PT_DEFINE_SCREEN_VNNI(1, 1)
-PT_DEFINE_SCREEN_VNNI(2, 4)
-PT_DEFINE_SCREEN_VNNI(2, 1)
-PT_DEFINE_SCREEN_VNNI(3, 4)
-PT_DEFINE_SCREEN_VNNI(3, 1)
-PT_DEFINE_SCREEN_VNNI(4, 2)
-PT_DEFINE_SCREEN_VNNI(4, 1)
+PT_DEFINE_SCREEN_VNNI(1)
+PT_DEFINE_SCREEN_VNNI(2)
+PT_DEFINE_SCREEN_VNNI(3)
+PT_DEFINE_SCREEN_VNNI(4)
 
 static const pt_screen_tiles tiles_vnni = {
-    {NULL, screen_vnni_1x4, screen_vnni_2x4, screen_vnni_3x4, screen_vnni_4x2},
-    {NULL, screen_vnni_1x1, screen_vnni_2x1, screen_vnni_3x1, screen_vnni_4x1},
-    {0, 4, 4, 4, 2},
+    {NULL, screen_vnni_1, screen_vnni_2, screen_vnni_3, screen_vnni_4},
 };
 
 int pt_screen_logits_vnni(const pt_screen *s, const uint32_t *hi, const uint32_t *lo,
