@@ -7,10 +7,11 @@
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
-#include <unistd.h>
 #endif
 #ifdef __linux__
 #include <sys/mman.h>
+#endif
+#if defined(__GLIBC__) || defined(__linux__)
 #include <unistd.h>
 #endif
 #include "pt_cpu.h"
@@ -108,23 +109,22 @@ int pt_release_free_heap(void) {
 #endif
 }
 
-#define PT_HUGE_PAGE ((size_t)2 << 20)
-
 void *pt_huge_alloc(size_t nbytes, int *advised) {
     *advised = 0;
     if (nbytes == 0 || nbytes > ((size_t)1 << 46)) return NULL;
-    size_t size = (nbytes + PT_HUGE_PAGE - 1) & ~(PT_HUGE_PAGE - 1);
+    size_t size = (nbytes + PT_HUGE_PAGE_BYTES - 1) & ~(PT_HUGE_PAGE_BYTES - 1);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     /* map one huge page more than asked, then unmap the unaligned head and the tail */
-    char *raw = mmap(NULL, size + PT_HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *raw = mmap(NULL, size + PT_HUGE_PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return NULL;
-    char *p = (char *)(((uintptr_t)raw + PT_HUGE_PAGE - 1) & ~(uintptr_t)(PT_HUGE_PAGE - 1));
+    char *p = (char *)(((uintptr_t)raw + PT_HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(PT_HUGE_PAGE_BYTES - 1));
     if (p > raw) munmap(raw, (size_t)(p - raw));
-    if (raw + size + PT_HUGE_PAGE > p + size) munmap(p + size, (size_t)(raw + size + PT_HUGE_PAGE - (p + size)));
+    char *end = raw + size + PT_HUGE_PAGE_BYTES;
+    if (end > p + size) munmap(p + size, (size_t)(end - (p + size)));
     *advised = madvise(p, size, MADV_HUGEPAGE) == 0;
     return p;
 #else
-    void *p = aligned_alloc(PT_HUGE_PAGE, size);
+    void *p = aligned_alloc(PT_HUGE_PAGE_BYTES, size);
     if (p != NULL) memset(p, 0, size);
     return p;
 #endif
@@ -133,7 +133,7 @@ void *pt_huge_alloc(size_t nbytes, int *advised) {
 void pt_huge_free(void *p, size_t nbytes) {
     if (p == NULL) return;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    munmap(p, (nbytes + PT_HUGE_PAGE - 1) & ~(PT_HUGE_PAGE - 1));
+    munmap(p, (nbytes + PT_HUGE_PAGE_BYTES - 1) & ~(PT_HUGE_PAGE_BYTES - 1));
 #else
     (void)nbytes;
     free(p);

@@ -35,6 +35,7 @@ int pt_release_free_heap(void);
  * huge-page advice was taken. NULL if the memory is not available or nbytes is 0 or above 2^46.
  * A mapping of its own keeps the C library's heap out of it: huge-page advice on heap memory
  * would stay on pages that later small allocations reuse. Free with pt_huge_free(p, nbytes). */
+#define PT_HUGE_PAGE_BYTES ((size_t)2 << 20)
 void *pt_huge_alloc(size_t nbytes, int *advised);
 void pt_huge_free(void *p, size_t nbytes);
 

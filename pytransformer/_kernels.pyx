@@ -358,7 +358,7 @@ cdef PackedMatrix _packed(int k, int n, cnp.ndarray data):
 
 
 # ---------------------------------------------------------------- memory for packed weights
-HUGE_PAGE_BYTES = 2 << 20
+HUGE_PAGE_BYTES = PT_HUGE_PAGE_BYTES     # csrc/pt_cpu.h: what pt_huge_alloc aligns and rounds to
 ARENA_ALIGN = 64
 
 
@@ -967,7 +967,7 @@ def attention(object q, object k, object v, object out=None, object kv_lengths=N
             or cnp.PyArray_TYPE(<cnp.ndarray>scratch) != cnp.NPY_FLOAT32 \
             or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>scratch) or <size_t>scratch.size < need \
             or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>scratch):
-        Sc = np.empty(max(need, 1), dtype=np.float32)
+        Sc = np.empty(max(need, <size_t>1), dtype=np.float32)
     else:
         Sc = scratch
     cdef pt_strides qs = _strides4(Q), ks = _strides4(K), vs = _strides4(Vv), os_ = _strides4(O)
