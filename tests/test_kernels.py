@@ -151,10 +151,26 @@ def test_gemm_few_rows_stream_panels_same_bits_as_wide_tiles(isa, m, n, k, rng):
     per tile. Every panel must be computed once, to the bits the wide tiles give."""
     a, w, bias, res = f32(rng, 9, k), f32(rng, n, k), f32(rng, n), f32(rng, 9, n)
     wp = K.pack(w, transpose=True)
-    wide = K.gemm(a, wp, bias, res, "silu")                  # 9 rows: never the streaming order
+    wide = K.gemm(a, wp, bias, res, "silu")                  # 9 rows: never the streaming order (see below)
     for t in (1, 2):
         few = with_threads(t, K.gemm, a[:m], wp, bias, res[:m], "silu")
         np.testing.assert_array_equal(few, wide[:m], err_msg=f"{m} rows, {n}x{k}, {t} thread(s)")
+    assert_gemm_close(K.gemm(a[:m], wp), a[:m], w.T)
+
+
+@pytest.mark.parametrize("m", [8, 9, 12, 16, 17, 24, 33, 48, 64])
+@pytest.mark.parametrize("n,k", [(389, 512), (2048, 64), (16, 300), (150, 2048), (100, 7)])
+def test_gemm_overlap_order_same_bits_as_blocked(isa, m, n, k, rng):
+    """Products of a few row tiles (batched decode steps: PT_GEMM_OVERLAP_ROWS, PT_GEMM512_OVERLAP_ROWS)
+    go through B one small block at a time and prefetch the next block's rows, each tile a share
+    (k split unevenly here: 7, 300 over 2-8 tiles); a 100-row product takes the blocked order. Every
+    panel once, to the same bits, on 1 and 2 threads."""
+    a, w, bias, res = f32(rng, 100, k), f32(rng, n, k), f32(rng, n), f32(rng, 100, n)
+    wp = K.pack(w, transpose=True)
+    blocked = K.gemm(a, wp, bias, res, "silu")
+    for t in (1, 2):
+        few = with_threads(t, K.gemm, a[:m], wp, bias, res[:m], "silu")
+        np.testing.assert_array_equal(few, blocked[:m], err_msg=f"{m} rows, {n}x{k}, {t} thread(s)")
     assert_gemm_close(K.gemm(a[:m], wp), a[:m], w.T)
 
 
