@@ -64,6 +64,11 @@ def _padded(src_ids, pad):
     return ids, mask
 
 
+# Set (to "1") by compare_engines.py --huge-pages: pytransformer loads with huge_pages=True in every
+# process the report starts (timing workers and load probes inherit the environment).
+HUGE_PAGES_ENV = "PYTRANSFORMER_BENCH_HUGE_PAGES"
+
+
 class PytransformerEngine:
     name = "pytransformer"
 
@@ -74,7 +79,7 @@ class PytransformerEngine:
         import pytransformer
         self.pt = pytransformer
         pytransformer.set_num_threads(self.threads)
-        self.model = pytransformer.load(self.path)
+        self.model = pytransformer.load(self.path, huge_pages=os.environ.get(HUGE_PAGES_ENV) == "1")
         # transformers' generate is called with forced_eos_token_id=None, CTranslate2 has no such rule:
         # switch the Marian generation_config's forced EOS off here too, so all engines decode alike.
         self.model.forced_eos_id = None

@@ -62,6 +62,20 @@ def test_isa_switch_reaches_every_engine_process():
     assert out.stdout.strip() == "avx2"
 
 
+def test_huge_pages_switch_reaches_the_pytransformer_engine(monkeypatch):
+    """--huge-pages sets a variable that every process of the run inherits; the pytransformer engine
+    loads with huge_pages=True when it is "1", and with the default otherwise."""
+    import engines
+    dates = os.path.join(os.path.dirname(BENCH), "weights", "dates")
+    for value, want in (("1", True), (None, False), ("0", False)):
+        if value is None:
+            monkeypatch.delenv(engines.HUGE_PAGES_ENV, raising=False)
+        else:
+            monkeypatch.setenv(engines.HUGE_PAGES_ENV, value)
+        eng = engines.PytransformerEngine(dates, 1).load()
+        assert eng.model.huge_pages is want
+
+
 def test_probe_peak_rss_is_its_own_not_its_parents():
     # The load/RSS probes run in subprocesses of a parent that may hold a large model (the report's
     # parent builds the torch model first). Linux carries getrusage's ru_maxrss over exec() from the
