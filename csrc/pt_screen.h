@@ -120,11 +120,13 @@ int pt_screen_argmax(const pt_screen *s, pt_screen_logits_fn approx, pt_gemm_pac
 /* Groups per call of a tile kernel: its int32 lanes then cannot overflow (each group adds at
  * most 4 x 16383 x 127 in magnitude; 256 of them stay below 2^31). */
 #define PT_SCREEN_BLOCK_GROUPS 256
+/* Groups ahead that a tile kernel prefetches its panel's stream (a group is one 64-byte line). */
+#define PT_SCREEN_PREFETCH_GROUPS 16
 /* A tile kernel: for its own fixed rows r and the one panel at qp, groups [g0, g1) (at most
  * PT_SCREEN_BLOCK_GROUPS):
  *     tile[r * 16 + jj] = sum over those groups of (128 hi + lo) . q
  * hi/lo rows are ldg words apart. One panel at a time, so each thread reads one stream of the copy:
- * tiles over 2-4 panels side by side (rows 1-2 on AVX2, 1-4 with VNNI) took 1.04-1.16x the time of
+ * tiles over 2-4 panels side by side (rows 1-2 on AVX2, 1-4 with VNNI) took 1.03-1.16x the time of
  * greedy decoding on this project's AMD EPYC (Zen 4) machine at batches 1, 2, 4 and 16, 1 and 2
  * threads, as the GEMM's few-row products do (PT_GEMM512_STREAM_ROWS in pt_gemm_avx512.c). */
 typedef void (*pt_screen_tile_fn)(const uint32_t *hi, const uint32_t *lo, int ldg, const int8_t *qp,

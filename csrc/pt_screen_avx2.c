@@ -78,9 +78,6 @@ int pt_pack_i8_avx2(const float *packed, int k, int n, int8_t *q, double *scale,
     return pt_pack_i8_drive(pack_i8_range_avx2, packed, k, n, q, scale, qsum, sq_w, sq_d, nthreads);
 }
 
-/* Groups ahead that the panel stream is prefetched (a group is one 64-byte line). */
-#define PT_SCREEN_PREFETCH_GROUPS 16
-
 /* MR rows x one panel; the panel is two ymm halves (columns 0-7, 8-15), each (row, half) one
  * accumulator; the digits are broadcast from memory as they are needed. */
 #define PT_UNROLL _Pragma("GCC unroll 8")

@@ -8,9 +8,6 @@
 
 #include <immintrin.h>
 
-/* Groups ahead that the panel stream is prefetched (a group is one 64-byte line). */
-#define PT_SCREEN_PREFETCH_GROUPS 16
-
 /* MR rows x one panel: each row has a high-digit and a low-digit accumulator, combined as
  * 128 hi + lo when the block ends. */
 #define PT_UNROLL _Pragma("GCC unroll 8")
