@@ -1,29 +1,36 @@
 /* pt_probe.c - streaming-read bandwidth probe (portable C; the compiler vectorises the inner sum). */
 #include "pt_probe.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+typedef struct {
+    const float *buf;
+    size_t n;
+    int parts;
+    double sums[PT_PROBE_MAX_THREADS];
+} read_job;
+
+static void read_part(void *ctx, int t) {
+    read_job *j = (read_job *)ctx;
+    size_t begin = j->n * (size_t)t / (size_t)j->parts, end = j->n * (size_t)(t + 1) / (size_t)j->parts;
+    const float *buf = j->buf;
+    /* eight partial sums keep the loads independent, so the loop is bound by memory, not by add latency */
+    float s[8] = {0};
+    size_t i = begin;
+    for (; i + 8 <= end; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += buf[i + k];
+    for (; i < end; i++) s[0] += buf[i];
+    j->sums[t] = (double)s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
 
 double pt_probe_read(const float *buf, size_t n, int nthreads) {
-    double total = 0.0;
+    read_job j;
     if (nthreads < 1) nthreads = 1;
-#pragma omp parallel num_threads(nthreads) reduction(+:total) if(nthreads > 1)
-    {
-        int tid = 0, nth = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nth = omp_get_num_threads();
-#endif
-        size_t begin = n * (size_t)tid / (size_t)nth, end = n * (size_t)(tid + 1) / (size_t)nth;
-        /* eight partial sums keep the loads independent, so the loop is bound by memory, not by add latency */
-        float s[8] = {0};
-        size_t i = begin;
-        for (; i + 8 <= end; i += 8)
-            for (int j = 0; j < 8; j++) s[j] += buf[i + j];
-        for (; i < end; i++) s[0] += buf[i];
-        total += (double)s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-    }
+    if (nthreads > PT_PROBE_MAX_THREADS) nthreads = PT_PROBE_MAX_THREADS;
+    j.buf = buf;
+    j.n = n;
+    j.parts = nthreads;
+    pt_parallel_tasks(nthreads, nthreads, read_part, &j);
+    double total = 0.0;
+    for (int t = 0; t < nthreads; t++) total += j.sums[t];
     return total;
 }
 

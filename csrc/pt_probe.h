@@ -4,6 +4,12 @@
 
 #include "pt_common.h"
 
+/* The probes run on the same worker team as the kernels (pt_parallel_tasks), one task per thread,
+ * so they measure what a kernel gets and, unlike an OpenMP region of their own, do not leave a
+ * spinning worker and an OpenMP thread competing for the cores (which made the worker stop spinning
+ * for the decode steps timed right after a probe). At most this many threads. */
+#define PT_PROBE_MAX_THREADS 256
+
 /* Reads n floats once, split over nthreads in contiguous chunks, and returns a value that depends
  * on them (a streaming-read probe: time it over a buffer much larger than the last-level cache to
  * get read bandwidth). */

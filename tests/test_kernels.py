@@ -815,3 +815,24 @@ def test_machine_probes():
     assert K.probe_fma(1000, 2, 16) == (1000 * 24 * 16 * 2 * 2 if K.avx512_available() else 0)
     with pytest.raises(ValueError, match="lanes"):
         K.probe_fma(10, 1, 4)
+
+
+def test_read_probe_reads_and_runs_on_the_team():
+    """The read probe's value depends on every thread's share of the buffer, and with 2 threads it
+    runs on the kernels' worker team (an OpenMP region of its own left the team's spinning worker
+    competing with OpenMP's thread, which made the worker stop spinning for the decode steps a
+    benchmark timed right after the probe)."""
+    ones = np.ones(32 * 1000, np.float32)
+    base = with_threads(1, K.probe_read_bandwidth, ones, 1)
+    assert base > 0
+    for nt in (1, 2):
+        assert with_threads(nt, K.probe_read_bandwidth, ones, nt) == base
+        assert with_threads(nt, K.probe_read_bandwidth, ones * 2, nt) == 2 * base
+        twos_in_second_half = ones.copy()
+        twos_in_second_half[len(ones) // 2:] = 2
+        assert with_threads(nt, K.probe_read_bandwidth, twos_in_second_half, nt) == 1.5 * base
+    if K.thread_pool_stats()["available"] and with_threads(2, K.get_num_threads) == 2:
+        loops = K.thread_pool_stats()["loops"]
+        with_threads(2, K.probe_read_bandwidth, ones, 2)
+        with_threads(2, K.probe_fma, 1000, 2)
+        assert K.thread_pool_stats()["loops"] == loops + (2 if K.avx2_available() else 1)
