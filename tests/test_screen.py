@@ -164,11 +164,12 @@ def test_screen_quantizes_rows_as_documented(rng):
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 11, 16])
-@pytest.mark.parametrize("n,k", [(1, 5), (16, 16), (33, 64), (200, 129), (70, 1100)])
+@pytest.mark.parametrize("n,k", [(1, 5), (16, 16), (33, 64), (200, 129), (70, 1100), (8300, 42)])
 def test_screen_logits_are_exact_on_every_path(isa, threads, rng, m, n, k):
     """Integer dot products: every path (portable, AVX2, AVX-512 VNNI where the CPU has it) and any
     number of threads gives the reference bits; k = 1100 takes two blocks of 256 groups; more than
-    4 rows run in groups of 4."""
+    4 rows run in groups of 4; n = 8300 (519 panels) is cut into chunks of 64 panels for up to 4
+    rows and of 16 for more (csrc/pt_screen_generic.c), the last chunk partial."""
     w, b, lin = packed_linear(rng, n, k, bias=bool(n % 2))
     screen = OutputScreen.build(lin)
     x = rng.standard_normal((m, k)).astype(np.float32)
