@@ -260,8 +260,8 @@ int pt_gemm_packed_avx2(const float *a, ptrdiff_t lda, const float *bp, const fl
                         int m, int n, int k, int act, int nthreads) {
     /* chunks that span all rows are groups of the 1-row kernel's panels, blocks of rows groups of the
      * main kernel's */
-    return pt_gemm_drive(region_avx2, PT_GEMM_MR, wide_panels[1], wide_panels[PT_GEMM_MR], a, lda, bp, bias, residual,
-                         ldr, c, ldc, m, n, k, act, nthreads);
+    return pt_gemm_drive(region_avx2, PT_GEMM_MR, wide_panels[1], wide_panels[PT_GEMM_MR], PT_GEMM_STREAM_ROWS, a, lda,
+                         bp, bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
 }
 
 #else /* built without AVX2: keep the symbol so the bindings link, and refuse the path */

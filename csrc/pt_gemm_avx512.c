@@ -322,8 +322,8 @@ int pt_gemm_packed_avx512(const float *a, ptrdiff_t lda, const float *bp, const 
                           const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                           int m, int n, int k, int act, int nthreads) {
     /* chunks of many rows are whole groups of the main kernel's panels: kernel_panels[PT_GEMM512_MR][0] */
-    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, kernel_panels[PT_GEMM512_MR][0], a, lda, bp,
-                         bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
+    return pt_gemm_drive(region_avx512, PT_GEMM512_MR, PT_GEMM512_MAX_NP, kernel_panels[PT_GEMM512_MR][0],
+                         PT_GEMM512_STREAM_ROWS, a, lda, bp, bias, residual, ldr, c, ldc, m, n, k, act, nthreads);
 }
 
 #else /* built without AVX-512: keep the symbols so the bindings link, and refuse the path */

@@ -18,8 +18,10 @@ typedef void (*pt_gemm_region_fn)(const float *a, ptrdiff_t lda, const float *bp
  * output, on the calling thread below the grain size, else on a team of threads that take chunks
  * of it dynamically. Chunk edges fall on whole row tiles (row_unit rows, the micro-kernel height)
  * and on whole groups of panel_unit panels (the widest decode kernel) when a chunk spans all rows,
- * or of tile_panels panels (the main multi-row kernel's width) when it is a block of rows. */
-int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit, int tile_panels,
+ * or of tile_panels panels (the main multi-row kernel's width) when it is a block of rows.
+ * Products of at most stream_rows rows, which the region reads one panel at a time, are cut on
+ * single panels into chunks of decreasing size instead (0: never). */
+int pt_gemm_drive(pt_gemm_region_fn region, int row_unit, int panel_unit, int tile_panels, int stream_rows,
                   const float *a, ptrdiff_t lda, const float *bp, const float *bias,
                   const float *residual, ptrdiff_t ldr, float *c, ptrdiff_t ldc,
                   int m, int n, int k, int act, int nthreads);

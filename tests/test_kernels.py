@@ -147,12 +147,13 @@ def test_gemm_row_alone_equals_row_in_batch(isa, threads, m, rng):
 @pytest.mark.parametrize("n,k", [(389, 512), (2048, 64), (16, 300), (150, 2048)])
 def test_gemm_few_rows_stream_panels_same_bits_as_wide_tiles(isa, m, n, k, rng):
     """Products of a few rows (decode steps of small batches) visit B one panel after the other
-    (PT_GEMM_STREAM_ROWS, PT_GEMM512_STREAM_ROWS); rows of a larger product take several panels
-    per tile. Every panel must be computed once, to the bits the wide tiles give."""
+    (PT_GEMM_STREAM_ROWS, PT_GEMM512_STREAM_ROWS), in chunks of decreasing size on several threads
+    (csrc/pt_gemm_generic.c: 25, 128 and 10 panels here); rows of a larger product take several
+    panels per tile. Every panel must be computed once, to the bits the wide tiles give."""
     a, w, bias, res = f32(rng, 9, k), f32(rng, n, k), f32(rng, n), f32(rng, 9, n)
     wp = K.pack(w, transpose=True)
     wide = K.gemm(a, wp, bias, res, "silu")                  # 9 rows: never the streaming order (see below)
-    for t in (1, 2):
+    for t in (1, 2, 3):
         few = with_threads(t, K.gemm, a[:m], wp, bias, res[:m], "silu")
         np.testing.assert_array_equal(few, wide[:m], err_msg=f"{m} rows, {n}x{k}, {t} thread(s)")
     assert_gemm_close(K.gemm(a[:m], wp), a[:m], w.T)
