@@ -1,6 +1,6 @@
 """compare_engines.py - pytransformer beside transformers (PyTorch) and CTranslate2 on one MarianMT model.
 
-    python benchmarks/compare_engines.py [--out DIR] [--threads 1,2] [--reps 5] [--isa avx2] [--huge-pages]
+    python benchmarks/compare_engines.py [--out DIR] [--threads 1,2] [--reps 5] [--isa avx2] [--huge-pages on|off]
 
 The model: a seeded random MarianMT at the opus-mt-en-de size (engines.build_marian), the same weights
 in every engine. Workloads, source length 32 (31 ids + EOS): encoder forward at batch 1 and 16; greedy
@@ -233,8 +233,10 @@ def main(argv=None):
     ap.add_argument("--model", default=MODEL_DIR)
     ap.add_argument("--isa", choices=sorted(ISA_ENV), help="hold every engine to this instruction set "
                     "(default: each engine's own choice for this CPU)")
-    ap.add_argument("--huge-pages", action="store_true", help="load pytransformer's model with huge_pages=True "
-                    "(decoder weights and the 8-bit copy on transparent huge pages), in every process of the run")
+    ap.add_argument("--huge-pages", choices=("on", "off"), nargs="?", const="on",
+                    help="load pytransformer's model with huge_pages=True (on) or False (off) in every process "
+                    "of the run (default: pytransformer.load's default, on: decoder weights and the 8-bit copy "
+                    "on transparent huge pages)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.probe:
@@ -243,7 +245,7 @@ def main(argv=None):
         os.environ.update(ISA_ENV[args.isa])
     import engines
     if args.huge_pages:
-        os.environ[engines.HUGE_PAGES_ENV] = "1"
+        os.environ[engines.HUGE_PAGES_ENV] = "1" if args.huge_pages == "on" else "0"
     from common import cpu_ticks, machine_line, paired_ratios, quartiles, steal_share
     from pytransformer.__main__ import write_report
 
@@ -403,7 +405,8 @@ def main(argv=None):
              (f" Every engine held to {args.isa.upper()} (--isa {args.isa}: " +
               ", ".join(f"{k}={v}" for k, v in ISA_ENV[args.isa].items()) + ")." if args.isa else
               " Each engine on its own choice of instruction set for this CPU.") +
-             (" pytransformer loaded with huge_pages=True (--huge-pages)." if args.huge_pages else ""),
+             (f" pytransformer loaded with huge_pages={args.huge_pages == 'on'} (--huge-pages {args.huge_pages})."
+              if args.huge_pages else " pytransformer loaded with its default, huge_pages=True."),
              f"Load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in uptime_before)}, after: "
              f"{' '.join(f'{x:.2f}' for x in uptime_after)}; run took {time.time() - started:.0f} s. "
              "CPU time stolen by the hypervisor while the engines were timed: " + ", ".join(

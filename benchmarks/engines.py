@@ -64,8 +64,9 @@ def _padded(src_ids, pad):
     return ids, mask
 
 
-# Set (to "1") by compare_engines.py --huge-pages: pytransformer loads with huge_pages=True in every
-# process the report starts (timing workers and load probes inherit the environment).
+# Set by compare_engines.py --huge-pages on/off: "1" loads pytransformer's model with huge_pages=True,
+# "0" with False, in every process the report starts (timing workers and load probes inherit the
+# environment); unset, pytransformer.load's default (True).
 HUGE_PAGES_ENV = "PYTRANSFORMER_BENCH_HUGE_PAGES"
 
 
@@ -79,7 +80,9 @@ class PytransformerEngine:
         import pytransformer
         self.pt = pytransformer
         pytransformer.set_num_threads(self.threads)
-        self.model = pytransformer.load(self.path, huge_pages=os.environ.get(HUGE_PAGES_ENV) == "1")
+        switch = os.environ.get(HUGE_PAGES_ENV)
+        self.model = pytransformer.load(self.path) if switch is None else \
+            pytransformer.load(self.path, huge_pages=switch == "1")
         # transformers' generate is called with forced_eos_token_id=None, CTranslate2 has no such rule:
         # switch the Marian generation_config's forced EOS off here too, so all engines decode alike.
         self.model.forced_eos_id = None

@@ -46,7 +46,7 @@ __all__ = ["load", "save", "Model", "WeightsError", "ops", "cpu_info", "get_isa"
            "set_num_threads", "get_num_threads", "set_cache_limit", "get_cache_limit", "__version__"]
 
 
-def load(path, output_screen=True, huge_pages=False):
+def load(path, output_screen=True, huge_pages=True):
     """Load a model directory into a Model: pytransformer's own format (config.json +
     model.safetensors, optional vocab.json) or a Hugging Face directory of a supported family
     (MarianMT, BART/mBART, T5/flan-T5, M2M100/NLLB). Weights are validated, memory-mapped and
@@ -56,13 +56,15 @@ def load(path, output_screen=True, huge_pages=False):
     greedy decoding of small batches (a quarter of the projection's size in memory; same tokens either
     way; see Model.set_output_screen).
 
-    huge_pages=True: keep the decoder layers' packed weights (and the 8-bit copy) on transparent
-    huge pages where the system allows (Linux). A decode step streams all of them, and on 4 KiB
-    pages that is a TLB miss every 4 KiB: greedy decoding at batch 1 of the opus-mt-size model took
-    0.96x the time on 2 threads and 0.97x on 1 in our measurements. The price is at load: on some
-    virtual machines a huge page is much slower to touch the first time (0.1-0.5 s more for the
-    opus-mt-size model on ours), hence off by default; for a long-running service it pays. Same
-    results either way."""
+    huge_pages (default True): keep the decoder layers' packed weights (and the 8-bit copy) on
+    transparent huge pages where the system allows (Linux; elsewhere, or with THP set to "never",
+    ordinary pages). A decode step streams all of them, and on 4 KiB pages that is a TLB miss every
+    4 KiB: greedy decoding of the opus-mt-size model at batch 1, both loads alternated in one
+    process, took 0.88-0.94x the time on 2 threads and 0.86x on 1 (batch 16: 0.99x). False packs
+    them into ordinary arrays. First touches of huge pages are cheaper than of 4 KiB pages on memory
+    the machine already backs, but on a virtual machine that hands freed memory back to its host
+    they can cost more: on ours, loading right after another large process had exited took
+    0.05-0.2 s longer with huge pages. Same results either way."""
     from . import hf
     from .text import check_compatible, load_tokenizer
     if not isinstance(output_screen, bool):

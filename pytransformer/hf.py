@@ -576,7 +576,7 @@ def load_hf_weights(path) -> Tuple[ModelConfig, Dict[str, np.ndarray], HFModelSp
     return config, {name: tensors[name] for name in wanted}, spec
 
 
-def load_hf(path, output_screen=True, huge_pages=False):
+def load_hf(path, output_screen=True, huge_pages=True):
     """Load a Hugging Face directory into a pytransformer Model; sets its generation rules and,
     when the directory ships tokenizer files and a tokenizer package is installed, model.tokenizer."""
     from .model import Model

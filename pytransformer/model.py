@@ -323,7 +323,7 @@ class Model:
     # (same tokens; see pytransformer/screen.py). Smaller ones are cheap to read in full.
     SCREEN_MIN_BYTES = 4 << 20
 
-    def __init__(self, config: ModelConfig, tensors: dict, path=None, output_screen=True, huge_pages=False):
+    def __init__(self, config: ModelConfig, tensors: dict, path=None, output_screen=True, huge_pages=True):
         self.config = cfg = config
         self.path = path
         self.huge_pages = bool(huge_pages)   # see pytransformer.load

@@ -63,11 +63,12 @@ def test_isa_switch_reaches_every_engine_process():
 
 
 def test_huge_pages_switch_reaches_the_pytransformer_engine(monkeypatch):
-    """--huge-pages sets a variable that every process of the run inherits; the pytransformer engine
-    loads with huge_pages=True when it is "1", and with the default otherwise."""
+    """--huge-pages on/off sets a variable that every process of the run inherits; the pytransformer
+    engine loads with huge_pages=True when it is "1", False when "0", and with load's default (True)
+    when it is unset."""
     import engines
     dates = os.path.join(os.path.dirname(BENCH), "weights", "dates")
-    for value, want in (("1", True), (None, False), ("0", False)):
+    for value, want in (("1", True), (None, True), ("0", False)):
         if value is None:
             monkeypatch.delenv(engines.HUGE_PAGES_ENV, raising=False)
         else:

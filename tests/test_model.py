@@ -220,9 +220,10 @@ def _decoder_linears(model):
 
 
 def test_huge_pages_put_decoder_weights_in_an_arena(tmp_path):
-    """load(huge_pages=True): a model with more than K.ARENA_MIN_BYTES of decoder-layer weights
-    packs them into one WeightArena, and its screen's 8-bit copy into another when that is large;
-    the results are those of the same model packed into ordinary arrays (the default), to the bit."""
+    """load() (huge_pages=True, the default): a model with more than K.ARENA_MIN_BYTES of
+    decoder-layer weights packs them into one WeightArena, and its screen's 8-bit copy into another
+    when that is large; the results are those of the same model packed into ordinary arrays
+    (huge_pages=False), to the bit."""
     from pytransformer import _kernels as K
     from pytransformer.config import ModelConfig, expected_tensors
     config = dict(format="pytransformer", format_version=1, d_model=256, num_heads=4, encoder_layers=1,
@@ -233,13 +234,13 @@ def test_huge_pages_put_decoder_weights_in_an_arena(tmp_path):
     tensors = {n: (rng.standard_normal(s) / np.sqrt(s[-1])).astype(np.float32)
                for n, s in expected_tensors(ModelConfig.from_dict(config)).items()}
     pytransformer.save(tmp_path, config, tensors)
-    model = pytransformer.load(tmp_path, huge_pages=True)
+    model = pytransformer.load(tmp_path)
     assert model.huge_pages
     arena = model.weight_arena
     assert arena is not None and arena.chunks == 1   # the reservation bounds every packed weight
     assert arena.taken == sum(x.packed.nbytes for x in _decoder_linears(model))
     assert all(x.packed.data.ctypes.data % K.ARENA_ALIGN == 0 for x in _decoder_linears(model))
-    plain = pytransformer.load(tmp_path)
+    plain = pytransformer.load(tmp_path, huge_pages=False)
     assert plain.weight_arena is None and not plain.huge_pages
     srcs = [[5, 6, 7, 8, 9, 3], [11, 12]]
     for a, b in zip(model.generate(srcs, 8, return_scores=True), plain.generate(srcs, 8, return_scores=True)):
