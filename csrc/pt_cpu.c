@@ -110,6 +110,10 @@ int pt_release_free_heap(void) {
 }
 
 void *pt_huge_alloc(size_t nbytes, int *advised) {
+    return pt_pages_alloc(nbytes, 1, advised);
+}
+
+void *pt_pages_alloc(size_t nbytes, int huge, int *advised) {
     *advised = 0;
     if (nbytes == 0 || nbytes > ((size_t)1 << 46)) return NULL;
     size_t size = (nbytes + PT_HUGE_PAGE_BYTES - 1) & ~(PT_HUGE_PAGE_BYTES - 1);
@@ -121,9 +125,10 @@ void *pt_huge_alloc(size_t nbytes, int *advised) {
     if (p > raw) munmap(raw, (size_t)(p - raw));
     char *end = raw + size + PT_HUGE_PAGE_BYTES;
     if (end > p + size) munmap(p + size, (size_t)(end - (p + size)));
-    *advised = madvise(p, size, MADV_HUGEPAGE) == 0;
+    *advised = madvise(p, size, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0;
     return p;
 #else
+    (void)huge;
     void *p = aligned_alloc(PT_HUGE_PAGE_BYTES, size);
     if (p != NULL) memset(p, 0, size);
     return p;

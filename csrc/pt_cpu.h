@@ -34,8 +34,12 @@ int pt_release_free_heap(void);
  * allows; elsewhere aligned_alloc). Pages are zero until written. *advised is set to 1 if the
  * huge-page advice was taken. NULL if the memory is not available or nbytes is 0 or above 2^46.
  * A mapping of its own keeps the C library's heap out of it: huge-page advice on heap memory
- * would stay on pages that later small allocations reuse. Free with pt_huge_free(p, nbytes). */
+ * would stay on pages that later small allocations reuse. Free with pt_huge_free(p, nbytes).
+ * pt_pages_alloc(nbytes, 0, advised) is the same mapping advised with MADV_NOHUGEPAGE instead:
+ * 4 KiB pages, for weights whose reads do not gain from huge pages, where a huge page's first
+ * touch can cost more (see WeightArena in pytransformer/_kernels.pyx). */
 #define PT_HUGE_PAGE_BYTES ((size_t)2 << 20)
+void *pt_pages_alloc(size_t nbytes, int huge, int *advised);
 void *pt_huge_alloc(size_t nbytes, int *advised);
 void pt_huge_free(void *p, size_t nbytes);
 

@@ -33,6 +33,7 @@ cdef extern from "pt_cpu.h" nogil:
     int pt_release_free_heap()
     const size_t PT_HUGE_PAGE_BYTES
     void *pt_huge_alloc(size_t nbytes, int *advised)
+    void *pt_pages_alloc(size_t nbytes, int huge, int *advised)
     void pt_huge_free(void *p, size_t nbytes)
     long pt_cpu_l2_bytes()
 

@@ -391,20 +391,32 @@ cdef class WeightArena:
     nbytes: what the first chunk reserves (rounded up to 2 MiB), mapped at the first take(); a
     piece that does not fit in it gets a chunk of its own. Reserve enough for everything: pages
     never written cost address space only, while each chunk's last, partly used 2 MiB page is
-    resident in full."""
+    resident in full.
+
+    huge=False: the chunks are advised against huge pages instead (MADV_NOHUGEPAGE), for packed
+    weights whose reads do not gain from them (an encoder's GEMMs reuse every panel; the output
+    projection behind the screen is read a few columns at a time). numpy advises its own large
+    arrays for huge pages, and on a virtual machine that hands freed memory back to its host a
+    huge page's first touch can cost much more than 4 KiB pages' (loading the opus-mt-size model
+    right after other large processes: 0.30-0.38 s with numpy's advice off against 0.45-0.66 s
+    with it, five alternated pairs)."""
     cdef _HugeChunk _chunk          # the chunk being filled
     cdef size_t _used
     cdef readonly size_t nbytes     # the first chunk's reservation
     cdef readonly size_t reserved   # bytes of all chunks mapped
     cdef readonly size_t taken      # bytes handed out (before alignment)
     cdef readonly int chunks        # chunks mapped
-    cdef readonly int advised       # chunks the operating system took the huge-page advice for
+    cdef readonly int advised       # chunks the operating system took the advice for
+    cdef readonly bint huge         # advice: huge pages (True) or not (False)
 
-    def __init__(self, nbytes):
+    def __init__(self, nbytes, huge=True):
         if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
             raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
         if not 0 < nbytes <= ARENA_MAX_BYTES:
             raise ValueError(f"nbytes must be from 1 to 2**40, got {nbytes}")
+        if not isinstance(huge, bool):
+            raise TypeError(f"huge must be True or False, got {huge!r}")
+        self.huge = huge
         self.nbytes = nbytes
         self._chunk = None
         self._used = self.reserved = self.taken = 0
@@ -414,7 +426,7 @@ cdef class WeightArena:
         cdef size_t size = (nbytes + HUGE_PAGE_BYTES - 1) // HUGE_PAGE_BYTES * HUGE_PAGE_BYTES
         cdef int advised = 0
         cdef _HugeChunk chunk = _HugeChunk.__new__(_HugeChunk)
-        chunk.ptr = pt_huge_alloc(size, &advised)
+        chunk.ptr = pt_pages_alloc(size, self.huge, &advised)
         if chunk.ptr == NULL:
             raise MemoryError(f"could not map {size} bytes for packed weights")
         chunk.nbytes = size
@@ -449,8 +461,8 @@ cdef class WeightArena:
         return arr
 
     def __repr__(self):
-        return (f"WeightArena(chunks={self.chunks}, reserved={self.reserved}, taken={self.taken}, "
-                f"advised={self.advised})")
+        return (f"WeightArena(huge={self.huge}, chunks={self.chunks}, reserved={self.reserved}, "
+                f"taken={self.taken}, advised={self.advised})")
 
 
 # Packed weights below this many bytes in all stay in ordinary arrays: they are within the TLB's
@@ -459,11 +471,11 @@ ARENA_MIN_BYTES = 8 << 20
 ARENA_MAX_BYTES = 1 << 40
 
 
-def weight_arena(nbytes):
-    """A WeightArena reserving nbytes for packed weights, or None when nbytes is below ARENA_MIN_BYTES."""
+def weight_arena(nbytes, huge=True):
+    """A WeightArena(nbytes, huge) for packed weights, or None when nbytes is below ARENA_MIN_BYTES."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
         raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
-    return None if nbytes < ARENA_MIN_BYTES else WeightArena(nbytes)
+    return None if nbytes < ARENA_MIN_BYTES else WeightArena(nbytes, huge)
 
 
 cdef cnp.ndarray _packed_storage(size_t count, object dtype, object arena):

@@ -153,10 +153,10 @@ def _norm(t, name, cfg):
 class EncoderLayer:
     __slots__ = ("attn", "attn_norm", "ffn", "ffn_norm")
 
-    def __init__(self, t, prefix, cfg):
-        self.attn = Attention(t, prefix + "self_attn.", cfg, cross=False)
+    def __init__(self, t, prefix, cfg, arena=None):
+        self.attn = Attention(t, prefix + "self_attn.", cfg, cross=False, arena=arena)
         self.attn_norm = _norm(t, prefix + "self_attn_norm", cfg)
-        self.ffn = FeedForward(t, prefix + "ffn.", cfg)
+        self.ffn = FeedForward(t, prefix + "ffn.", cfg, arena)
         self.ffn_norm = _norm(t, prefix + "ffn_norm", cfg)
 
 
@@ -354,13 +354,22 @@ class Model:
         self.weight_arena = arena = K.weight_arena(
             _packed_bytes_bound({n: v for n, v in t.items() if n.startswith("decoder.layers.")})) \
             if self.huge_pages else None
+        # ... and the encoder's and the output projection's in an arena kept off huge pages: they do
+        # not gain from them, and numpy's own huge-page advice for large arrays made loading slower
+        # where a huge page's first touch is expensive (see K.WeightArena).
+        out_name = "tgt_embedding.weight" if cfg.tie_output else "output.weight"
+        if cfg.tie_output and cfg.shared_embeddings:
+            out_name = "src_embedding.weight"
+        self.small_page_arena = small = K.weight_arena(
+            _packed_bytes_bound({n: v for n, v in t.items() if n.startswith("encoder.layers.") or n == out_name}),
+            huge=False) if self.huge_pages else None
         # The output projection is a GEMM with B = table^T. When it is tied, the packed copy also
         # serves the target-embedding gathers, so the table is held once.
         if cfg.tie_output:
-            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None)
+            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None, small)
             self.tgt_embed = self.output.packed
         else:
-            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None)
+            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None, small)
             self.tgt_embed = _own(tgt_table)
         self.output_screen = None
         if output_screen and self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
@@ -391,7 +400,7 @@ class Model:
         emb_norm = cfg.embedding_norm
         self.enc_emb_norm = _norm(t, "encoder.embedding_norm", cfg) if emb_norm else None
         self.dec_emb_norm = _norm(t, "decoder.embedding_norm", cfg) if emb_norm else None
-        self.encoder_layers = [EncoderLayer(t, f"encoder.layers.{i}.", cfg) for i in range(cfg.encoder_layers)]
+        self.encoder_layers = [EncoderLayer(t, f"encoder.layers.{i}.", cfg, small) for i in range(cfg.encoder_layers)]
         self.decoder_layers = [DecoderLayer(t, f"decoder.layers.{i}.", cfg, arena) for i in range(cfg.decoder_layers)]
         self.enc_final = _norm(t, "encoder.final_norm", cfg) if cfg.encoder_final_norm else None
         self.dec_final = _norm(t, "decoder.final_norm", cfg) if cfg.decoder_final_norm else None

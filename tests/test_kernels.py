@@ -233,8 +233,36 @@ def test_weight_arena_rejects_bad_sizes(bad, exc):
 def test_weight_arena_for_model_sizes():
     assert K.weight_arena(K.ARENA_MIN_BYTES - 1) is None
     assert K.weight_arena(K.ARENA_MIN_BYTES).nbytes == K.ARENA_MIN_BYTES
+    assert K.weight_arena(K.ARENA_MIN_BYTES).huge and not K.weight_arena(K.ARENA_MIN_BYTES, huge=False).huge
     with pytest.raises(TypeError, match="nbytes must be an int"):
         K.weight_arena(1e9)
+    with pytest.raises(TypeError, match="huge must be True or False"):
+        K.WeightArena(2 * MIB, huge="no")
+
+
+def _vm_flags(address):
+    """The VmFlags of the mapping of this process that holds address (Linux /proc/self/smaps)."""
+    flags = None
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                flags = line.split()[1:]
+    return flags
+
+
+@pytest.mark.skipif(not HAS_THP, reason="no transparent huge pages on this system")
+def test_weight_arena_advice_reaches_the_mapping():
+    """huge=True chunks are advised for huge pages (VmFlags hg), huge=False ones against (nh)."""
+    for huge, flag in ((True, "hg"), (False, "nh")):
+        arena = K.WeightArena(2 * MIB, huge=huge)
+        piece = arena.take(4096)
+        assert arena.advised == 1
+        assert flag in _vm_flags(piece.ctypes.data), (huge, _vm_flags(piece.ctypes.data))
 
 
 def test_packing_into_an_arena_gives_the_same_bits(isa, rng):

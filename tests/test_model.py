@@ -222,11 +222,12 @@ def _decoder_linears(model):
 def test_huge_pages_put_decoder_weights_in_an_arena(tmp_path):
     """load() (huge_pages=True, the default): a model with more than K.ARENA_MIN_BYTES of
     decoder-layer weights packs them into one WeightArena, and its screen's 8-bit copy into another
-    when that is large; the results are those of the same model packed into ordinary arrays
-    (huge_pages=False), to the bit."""
+    when that is large; the encoder's and the output projection's packed weights go to an arena
+    advised against huge pages; the results are those of the same model packed into ordinary
+    arrays (huge_pages=False), to the bit."""
     from pytransformer import _kernels as K
     from pytransformer.config import ModelConfig, expected_tensors
-    config = dict(format="pytransformer", format_version=1, d_model=256, num_heads=4, encoder_layers=1,
+    config = dict(format="pytransformer", format_version=1, d_model=256, num_heads=4, encoder_layers=3,
                   decoder_layers=3, ffn_dim=1024, src_vocab_size=300, tgt_vocab_size=301, activation="relu",
                   norm_placement="post", positional_encoding="sinusoidal", max_positions=64,
                   tie_output=False, output_bias=True, pad_id=0, eos_id=2, decoder_start_id=1)
@@ -240,8 +241,12 @@ def test_huge_pages_put_decoder_weights_in_an_arena(tmp_path):
     assert arena is not None and arena.chunks == 1   # the reservation bounds every packed weight
     assert arena.taken == sum(x.packed.nbytes for x in _decoder_linears(model))
     assert all(x.packed.data.ctypes.data % K.ARENA_ALIGN == 0 for x in _decoder_linears(model))
+    assert arena.huge and not model.small_page_arena.huge
+    encoder_linears = [x for layer in model.encoder_layers
+                       for x in (layer.attn.qkv, layer.attn.out, layer.ffn.fc1, layer.ffn.fc2)]
+    assert model.small_page_arena.taken == sum(x.packed.nbytes for x in encoder_linears + [model.output])
     plain = pytransformer.load(tmp_path, huge_pages=False)
-    assert plain.weight_arena is None and not plain.huge_pages
+    assert plain.weight_arena is None and plain.small_page_arena is None and not plain.huge_pages
     srcs = [[5, 6, 7, 8, 9, 3], [11, 12]]
     for a, b in zip(model.generate(srcs, 8, return_scores=True), plain.generate(srcs, 8, return_scores=True)):
         for x, y in zip(a, b):
