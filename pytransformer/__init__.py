@@ -60,11 +60,14 @@ def load(path, output_screen=True, huge_pages=True):
     transparent huge pages where the system allows (Linux; elsewhere, or with THP set to "never",
     ordinary pages). A decode step streams all of them, and on 4 KiB pages that is a TLB miss every
     4 KiB: greedy decoding of the opus-mt-size model at batch 1, both loads alternated in one
-    process, took 0.88-0.94x the time on 2 threads and 0.86x on 1 (batch 16: 0.99x). False packs
-    them into ordinary arrays. First touches of huge pages are cheaper than of 4 KiB pages on memory
-    the machine already backs, but on a virtual machine that hands freed memory back to its host
-    they can cost more: on ours, loading right after another large process had exited took
-    0.05-0.2 s longer with huge pages. Same results either way."""
+    process, took 0.88-0.94x the time on 2 threads and 0.86x on 1 (batch 16: 0.99x). The encoder's
+    and the output projection's packed weights, which do not gain from huge pages, are then kept
+    off them. False packs everything into ordinary arrays. First touches of huge pages are cheaper
+    than of 4 KiB pages on memory the machine already backs, but on a virtual machine that hands
+    freed memory back to its host they can cost more, which is why only the weights that gain
+    from them get them: on ours, right after other large processes had exited, load to first
+    token took 0.27-0.37 s with the default and 0.33-0.36 s with False (four alternated pairs).
+    Same results either way."""
     from . import hf
     from .text import check_compatible, load_tokenizer
     if not isinstance(output_screen, bool):
