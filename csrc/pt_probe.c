@@ -23,15 +23,10 @@ static void read_part(void *ctx, int t) {
 
 double pt_probe_read(const float *buf, size_t n, int nthreads) {
     read_job j;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > PT_PROBE_MAX_THREADS) nthreads = PT_PROBE_MAX_THREADS;
     j.buf = buf;
     j.n = n;
-    j.parts = nthreads;
-    pt_parallel_tasks(nthreads, nthreads, read_part, &j);
-    double total = 0.0;
-    for (int t = 0; t < nthreads; t++) total += j.sums[t];
-    return total;
+    j.parts = pt_probe_parts(nthreads);
+    return pt_probe_run(j.parts, read_part, &j, j.sums);
 }
 
 #ifndef PT_HAVE_AVX2

@@ -10,6 +10,20 @@
  * for the decode steps timed right after a probe). At most this many threads. */
 #define PT_PROBE_MAX_THREADS 256
 
+/* nthreads clamped to [1, PT_PROBE_MAX_THREADS]: the number of tasks (and result slots) of a probe. */
+static inline int pt_probe_parts(int nthreads) {
+    return nthreads < 1 ? 1 : nthreads > PT_PROBE_MAX_THREADS ? PT_PROBE_MAX_THREADS : nthreads;
+}
+
+/* Runs fn(ctx, t) for every t < parts on the worker team, one task per thread; each task writes
+ * sums[t]. Returns their sum. */
+static inline double pt_probe_run(int parts, pt_pool_task_fn fn, void *ctx, const double *sums) {
+    pt_parallel_tasks(parts, parts, fn, ctx);
+    double total = 0.0;
+    for (int t = 0; t < parts; t++) total += sums[t];
+    return total;
+}
+
 /* Reads n floats once, split over nthreads in contiguous chunks, and returns a value that depends
  * on them (a streaming-read probe: time it over a buffer much larger than the last-level cache to
  * get read bandwidth). */

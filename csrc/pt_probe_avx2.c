@@ -29,13 +29,8 @@ static void fma_part(void *ctx, int t) {
 }
 
 static double run_parts(probe_job *j, int nthreads, pt_pool_task_fn fn) {
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > PT_PROBE_MAX_THREADS) nthreads = PT_PROBE_MAX_THREADS;
-    j->parts = nthreads;
-    pt_parallel_tasks(nthreads, nthreads, fn, j);
-    double total = 0.0;
-    for (int t = 0; t < nthreads; t++) total += j->sums[t];
-    return total;
+    j->parts = pt_probe_parts(nthreads);
+    return pt_probe_run(j->parts, fn, j, j->sums);
 }
 
 double pt_probe_fma_avx2(long iters, int nthreads) {

@@ -29,12 +29,7 @@ static void fma_part(void *ctx, int t) {
 double pt_probe_fma_avx512(long iters, int nthreads) {
     fma_job j;
     j.iters = iters;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > PT_PROBE_MAX_THREADS) nthreads = PT_PROBE_MAX_THREADS;
-    pt_parallel_tasks(nthreads, nthreads, fma_part, &j);
-    double sink = 0.0;
-    for (int t = 0; t < nthreads; t++) sink += j.sums[t];
-    return sink;
+    return pt_probe_run(pt_probe_parts(nthreads), fma_part, &j, j.sums);
 }
 
 #else

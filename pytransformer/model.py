@@ -357,20 +357,14 @@ class Model:
         # ... and the encoder's and the output projection's in an arena kept off huge pages: they do
         # not gain from them, and numpy's own huge-page advice for large arrays made loading slower
         # where a huge page's first touch is expensive (see K.WeightArena).
-        out_name = "tgt_embedding.weight" if cfg.tie_output else "output.weight"
-        if cfg.tie_output and cfg.shared_embeddings:
-            out_name = "src_embedding.weight"
+        out_weight = tgt_table if cfg.tie_output else t["output.weight"]
         self.small_page_arena = small = K.weight_arena(
-            _packed_bytes_bound({n: v for n, v in t.items() if n.startswith("encoder.layers.") or n == out_name}),
-            huge=False) if self.huge_pages else None
+            _packed_bytes_bound({n: v for n, v in t.items() if n.startswith("encoder.layers.")})
+            + _packed_bytes_bound({"output": out_weight}), huge=False) if self.huge_pages else None
         # The output projection is a GEMM with B = table^T. When it is tied, the packed copy also
         # serves the target-embedding gathers, so the table is held once.
-        if cfg.tie_output:
-            self.output = Linear(tgt_table, t["output.bias"] if cfg.output_bias else None, small)
-            self.tgt_embed = self.output.packed
-        else:
-            self.output = Linear(t["output.weight"], t["output.bias"] if cfg.output_bias else None, small)
-            self.tgt_embed = _own(tgt_table)
+        self.output = Linear(out_weight, t["output.bias"] if cfg.output_bias else None, small)
+        self.tgt_embed = self.output.packed if cfg.tie_output else _own(tgt_table)
         self.output_screen = None
         if output_screen and self.output.packed.nbytes >= self.SCREEN_MIN_BYTES:
             self.set_output_screen(True)
